@@ -1,0 +1,1 @@
+"""tokentier: temporal token routing for Apache Airflow."""

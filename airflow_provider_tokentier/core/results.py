@@ -1,0 +1,184 @@
+"""The result-row contract: one row per input ``custom_id``, merged across rounds and tiers."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
+from airflow_provider_tokentier.core.pricing import PriceTable, Usage, UsageDict, default_price_table
+from airflow_provider_tokentier.core.requests import PROVIDERS
+
+__all__ = [
+    "PROVIDERS",
+    "RESULT_STATUSES",
+    "TIERS",
+    "ErrorInfo",
+    "OutcomeCounts",
+    "ResultRow",
+    "dumps_line",
+    "is_retryable_error",
+    "loads_line",
+    "make_error",
+    "make_result_row",
+]
+
+RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled", "missing")
+TIERS = ("batch", "flex", "standard")
+
+# Only succeeded requests are billed: Anthropic bills no errored/canceled/expired request, and the
+# work OpenAI finishes before an expiry or cancel arrives as succeeded output lines.
+_BILLED_STATUSES = frozenset({"succeeded"})
+
+_ANTHROPIC_NOT_RETRYABLE = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+    }
+)
+_OPENAI_RETRYABLE = frozenset(
+    {
+        "request_timeout",
+        "batch_expired",
+        "batch_cancelled",
+        "server_error",
+        "rate_limit_exceeded",
+        # The batch was refused for queue capacity; the requests themselves are fine.
+        "token_limit_exceeded",
+    }
+)
+
+
+class ErrorInfo(TypedDict):
+    """The ``error`` object of a result row."""
+
+    type: str
+    message: str
+    retryable: bool
+
+
+class ResultRow(TypedDict):
+    """One line of the results JSONL (see DESIGN.md, "Result rows")."""
+
+    custom_id: str
+    status: str
+    tier: str
+    provider: str
+    model: str
+    batch_id: str | None
+    round: int
+    response: dict[str, Any] | None
+    error: ErrorInfo | None
+    usage: UsageDict
+    cost_usd: float | None
+    standard_cost_usd: float | None
+
+
+def is_retryable_error(provider: str, error_type_or_code: str | int) -> bool:
+    """Return whether resubmitting the same request unchanged may succeed.
+
+    Anthropic: the docs say only ``invalid_request_error`` needs a fixed request; auth, permission,
+    not-found and too-large errors will not change on retry either. Every other type (``api_error``,
+    ``overloaded_error``, ``rate_limit_error``, ``timeout_error``, new ones) is retryable.
+    OpenAI: HTTP 0/408/429/5xx and the transient codes (``request_timeout``, ``batch_expired``,
+    ``batch_cancelled``, ``server_error``, ``rate_limit_exceeded``, ``token_limit_exceeded``) are
+    retryable; anything else, such as ``invalid_request_error``, describes the request and is not.
+    HTTP status codes may be given as ints or digit strings for either provider.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+    if isinstance(error_type_or_code, int) or error_type_or_code.isdigit():
+        status = int(error_type_or_code)
+        # 0 is what OpenAI batch output reports when no HTTP response was produced at all.
+        return status in (0, 408, 429) or status >= 500
+    if provider == "anthropic":
+        return error_type_or_code not in _ANTHROPIC_NOT_RETRYABLE
+    return error_type_or_code in _OPENAI_RETRYABLE
+
+
+def make_error(provider: str, error_type: str | int, message: str) -> ErrorInfo:
+    """Build a row ``error`` whose ``retryable`` flag follows :func:`is_retryable_error`."""
+    return {
+        "type": str(error_type),
+        "message": message,
+        "retryable": is_retryable_error(provider, error_type),
+    }
+
+
+def make_result_row(
+    *,
+    custom_id: str,
+    status: str,
+    tier: str,
+    provider: str,
+    model: str,
+    batch_id: str | None = None,
+    round: int = 0,
+    response: Mapping[str, Any] | None = None,
+    error: ErrorInfo | None = None,
+    usage: Usage | None = None,
+    prices: PriceTable | None = None,
+    on: datetime.date | None = None,
+) -> ResultRow:
+    """Build a result row, pricing it at ``tier`` and at the standard tier.
+
+    Only succeeded rows carry usage; the others are not billed, so passing usage for them is an
+    error and they cost 0.0. Costs are ``None`` when the model has no known price (the table warns
+    once). ``prices`` defaults to :func:`default_price_table`; ``on`` is the pricing date
+    (default: today, UTC).
+    """
+    if status not in RESULT_STATUSES:
+        raise ValueError(f"unknown status {status!r}; expected one of {RESULT_STATUSES}")
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+    if status not in _BILLED_STATUSES and usage is not None and usage != Usage():
+        raise ValueError(f"{custom_id}: a {status!r} row is not billed and cannot carry usage")
+    billed_usage = usage or Usage()
+    table = prices or default_price_table()
+    cost = table.cost_usd(provider, model, tier, billed_usage, on)
+    standard_cost = (
+        cost if tier == "standard" else table.cost_usd(provider, model, "standard", billed_usage, on)
+    )
+    return {
+        "custom_id": custom_id,
+        "status": status,
+        "tier": tier,
+        "provider": provider,
+        "model": model,
+        "batch_id": batch_id,
+        "round": round,
+        "response": None if response is None else dict(response),
+        "error": error,
+        "usage": billed_usage.to_dict(),
+        "cost_usd": cost,
+        "standard_cost_usd": standard_cost,
+    }
+
+
+class OutcomeCounts:
+    """Counts of result rows per status; every status is always reported, zeros included."""
+
+    def __init__(self) -> None:
+        """Start with every status at zero."""
+        self._counts = dict.fromkeys(RESULT_STATUSES, 0)
+
+    def add(self, status: str, count: int = 1) -> None:
+        """Count ``count`` more rows with ``status``."""
+        if status not in self._counts:
+            raise ValueError(f"unknown status {status!r}; expected one of {RESULT_STATUSES}")
+        self._counts[status] += count
+
+    @property
+    def total(self) -> int:
+        """Return the number of rows counted."""
+        return sum(self._counts.values())
+
+    def to_dict(self) -> dict[str, int]:
+        """Return ``{status: count}`` with all five statuses, in :data:`RESULT_STATUSES` order."""
+        return dict(self._counts)
