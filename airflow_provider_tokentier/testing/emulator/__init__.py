@@ -1,0 +1,1 @@
+"""A faithful local emulator of the Anthropic and OpenAI batch, flex and standard endpoints."""
