@@ -24,7 +24,11 @@ def get_provider_info() -> dict[str, Any]:
         ),
         "versions": [__version__],
         "integrations": [
-            {"integration-name": "tokentier", "external-doc-url": "https://pypi.org/project/airflow-provider-tokentier/", "tags": ["ai"]}
+            {
+                "integration-name": "tokentier",
+                "external-doc-url": "https://pypi.org/project/airflow-provider-tokentier/",
+                "tags": ["ai"],
+            }
         ],
         "hooks": [
             {
@@ -44,7 +48,7 @@ def get_provider_info() -> dict[str, Any]:
                     "anthropic_version": {
                         "label": "anthropic-version header",
                         "schema": {"type": ["string", "null"]},
-                        "description": "Overrides the API version the SDK sends; leave empty for the SDK default.",
+                        "description": "Overrides the API version header; empty means the SDK default.",
                     },
                 },
                 "ui-field-behaviour": _API_KEY_UI,

@@ -31,7 +31,7 @@ class BatchTimeline:
     created_at: float
     fates: bytearray
     #: Virtual unix time each request finishes (``inf`` for requests that will expire).
-    finish_at: array  # type: ignore[type-arg]
+    finish_at: array[float]
     #: Sorted finish times of requests that succeed / error, for progress counts.
     _succeed_sorted: list[float] = field(default_factory=list)
     _error_sorted: list[float] = field(default_factory=list)
@@ -103,10 +103,32 @@ def plan_batch(
 
 # -- synthetic model output -----------------------------------------------------------------------
 
-_WORDS = (
-    "the summary notes that key points include scope owners risks timeline metrics decisions "
-    "follow-ups context background changes impact review status next steps open questions"
-).split()
+_WORDS = [
+    "the",
+    "summary",
+    "notes",
+    "that",
+    "key",
+    "points",
+    "include",
+    "scope",
+    "owners",
+    "risks",
+    "timeline",
+    "metrics",
+    "decisions",
+    "follow-ups",
+    "context",
+    "background",
+    "changes",
+    "impact",
+    "review",
+    "status",
+    "next",
+    "steps",
+    "open",
+    "questions",
+]
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,0 +1,125 @@
+"""What both provider hooks share: reading a connection and caching async clients per event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any, ClassVar, Generic, TypeVar
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+SyncClientT = TypeVar("SyncClientT")
+AsyncClientT = TypeVar("AsyncClientT")
+
+#: One async SDK client (one HTTP connection pool) per (event loop, hook class, conn_id): a
+#: triggerer running a thousand waits on one loop opens one pool per connection, not a thousand.
+_ASYNC_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
+    """Base for the Anthropic and OpenAI hooks.
+
+    Connection fields: password = API key, host = base URL, extras = provider options. The
+    official providers' ``anthropic`` / ``openai`` connections work as they are. When the
+    connection does not exist, the SDK's own environment variables (``ANTHROPIC_API_KEY``,
+    ``OPENAI_API_KEY``, ``*_BASE_URL``) apply, so a plain key in the environment just works.
+    Secrets are read here, where the client is built, and never leave the process.
+    """
+
+    provider: ClassVar[str]
+    default_conn_name: ClassVar[str]
+    conn_name_attr = "conn_id"
+
+    def __init__(
+        self, conn_id: str | None = None, *, max_retries: int | None = None, timeout: float | None = None
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id or self.default_conn_name
+        self.max_retries = max_retries
+        self.timeout = timeout
+
+    # -- connection -> client options ---------------------------------------------------------
+    def client_options(self) -> dict[str, Any]:
+        """SDK constructor arguments from the connection (empty when it does not exist)."""
+        try:
+            conn = self.get_connection(self.conn_id)
+        except AirflowNotFoundException:
+            return self._common_options({})
+        return self._common_options(self.options_from_connection(conn))
+
+    async def aclient_options(self) -> dict[str, Any]:
+        """`client_options` for the event loop: the connection is fetched without blocking it."""
+        try:
+            conn = await self.aget_connection(self.conn_id)
+        except AirflowNotFoundException:
+            return self._common_options({})
+        return self._common_options(self.options_from_connection(conn))
+
+    def _common_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if self.max_retries is not None:
+            options["max_retries"] = self.max_retries
+        if self.timeout is not None:
+            options["timeout"] = self.timeout
+        return options
+
+    def options_from_connection(self, conn: Any) -> dict[str, Any]:
+        """Map connection fields to SDK options; subclasses add their extras."""
+        options: dict[str, Any] = {}
+        if conn.password:
+            options["api_key"] = conn.password
+        if conn.host:
+            options["base_url"] = self.normalize_base_url(conn.host)
+        return options
+
+    def normalize_base_url(self, host: str) -> str:
+        return host.rstrip("/")
+
+    # -- clients ------------------------------------------------------------------------------
+    def get_client(self) -> SyncClientT:
+        """A sync SDK client for worker-side calls."""
+        return self.build_client(self.client_options())
+
+    async def get_async_client(self) -> AsyncClientT:
+        """The async SDK client shared by every trigger of this connection on the running loop."""
+        loop = asyncio.get_running_loop()
+        per_loop = _ASYNC_CLIENTS.setdefault(loop, {})
+        key = (type(self).__name__, f"{self.conn_id}|{self.max_retries}|{self.timeout}")
+        client = per_loop.get(key)
+        if client is None:
+            client = self.build_async_client(await self.aclient_options())
+            per_loop[key] = client
+        return client
+
+    def build_client(self, options: dict[str, Any]) -> SyncClientT:
+        raise NotImplementedError
+
+    def build_async_client(self, options: dict[str, Any]) -> AsyncClientT:
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Used by the UI's "Test" button: a cheap authenticated list call."""
+        try:
+            self.probe()
+        except Exception as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, "Connection works"
+
+    def probe(self) -> None:
+        raise NotImplementedError
+
+
+def provider_hook(provider: str, conn_id: str | None = None, **kwargs: Any) -> ProviderHook[Any, Any]:
+    """The hook for ``provider`` ("anthropic" or "openai")."""
+    from airflow_provider_tokentier.hooks.anthropic import TokentierAnthropicHook
+    from airflow_provider_tokentier.hooks.openai import TokentierOpenAIHook
+
+    hooks: dict[str, type[ProviderHook[Any, Any]]] = {
+        "anthropic": TokentierAnthropicHook,
+        "openai": TokentierOpenAIHook,
+    }
+    if provider not in hooks:
+        raise ValueError(f"provider must be one of {sorted(hooks)}, got {provider!r}")
+    return hooks[provider](conn_id, **kwargs)

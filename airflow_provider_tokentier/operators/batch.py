@@ -1,0 +1,149 @@
+"""`BatchSubmitOperator`: validate, chunk and submit a workload to a provider's batch API."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from airflow_provider_tokentier.backends import batch_backend
+from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS
+from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.taskstate import state_dir_for, task_key
+from airflow_provider_tokentier.workflow.submission import iter_jsonl, prepare_workload, submit_chunks
+
+
+class BatchSubmitOperator(BaseOperator):
+    """Submit LLM requests to Anthropic Message Batches or the OpenAI Batch API, at half price.
+
+    Every row is validated before anything is sent (a bad row fails the task naming it, with
+    nothing submitted). Rows are streamed into chunk files under the provider's count and byte
+    caps, then each chunk is submitted with an intent recorded before the paid call and the
+    batch id right after, so retries, clears and worker crashes never submit a batch twice.
+    Returns the submission manifest (small JSON) for `BatchSensor`.
+
+    :param provider: ``"anthropic"`` or ``"openai"``.
+    :param requests: request rows (a list or an XCom), provider-native: Anthropic
+        ``{"custom_id", "params"}``; OpenAI ``{"custom_id", "method", "url", "body"}`` where
+        ``method``/``url`` may be omitted. Give this or ``requests_uri``.
+    :param requests_uri: a JSONL file of request rows on any ObjectStoragePath URI
+        (``file://``, ``s3://``, ...); streamed, never loaded whole. Templated.
+    :param conn_id: Airflow connection id (default ``anthropic_default`` / ``openai_default``);
+        without such a connection the SDK's environment variables apply.
+    :param endpoint: OpenAI batch endpoint for rows without ``url`` (e.g. ``/v1/chat/completions``);
+        inferred from the first row when omitted. Ignored for Anthropic.
+    :param model: default model for rows that do not name one.
+    :param state_root: where the ledger and chunk files live (default ``[tokentier] state_root``,
+        else ``$AIRFLOW_HOME/tokentier``); any ObjectStoragePath URI.
+    :param max_requests_per_batch: override the provider's request cap (100,000 / 50,000).
+    :param max_bytes_per_batch: override the provider's byte cap (256 MB / 200 MB).
+    :param max_embedding_inputs_per_batch: override OpenAI's 50,000 embedding-inputs cap.
+    :param safety_margin: share of the byte cap to fill (default 0.95).
+    """
+
+    template_fields: Sequence[str] = ("requests", "requests_uri", "model", "endpoint", "state_root")
+    ui_color = "#e8d5f5"
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        requests: Any = None,
+        requests_uri: str | None = None,
+        conn_id: str | None = None,
+        endpoint: str | None = None,
+        model: str | None = None,
+        state_root: str | None = None,
+        max_requests_per_batch: int | None = None,
+        max_bytes_per_batch: int | None = None,
+        max_embedding_inputs_per_batch: int | None = None,
+        safety_margin: float = DEFAULT_SAFETY_MARGIN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+        if (requests is None) == (requests_uri is None):
+            raise ValueError(
+                "give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)"
+            )
+        if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+        for name, value in (
+            ("max_requests_per_batch", max_requests_per_batch),
+            ("max_bytes_per_batch", max_bytes_per_batch),
+            ("max_embedding_inputs_per_batch", max_embedding_inputs_per_batch),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if not 0 < safety_margin <= 1:
+            raise ValueError(f"safety_margin must be in (0, 1], got {safety_margin!r}")
+        self.provider = provider
+        self.requests = requests
+        self.requests_uri = requests_uri
+        self.conn_id = conn_id
+        self.endpoint = endpoint if provider == "openai" else None
+        self.model = model
+        self.state_root = state_root
+        self.caps = {
+            "max_requests": max_requests_per_batch,
+            "max_bytes": max_bytes_per_batch,
+            "max_embedding_inputs": max_embedding_inputs_per_batch,
+        }
+        self.safety_margin = safety_margin
+
+    def _open_rows(self) -> Iterable[Mapping[str, Any]]:
+        if self.requests_uri is not None:
+            return iter_jsonl(ObjectStoragePath(self.requests_uri))
+        if isinstance(self.requests, Mapping) or not isinstance(self.requests, Iterable):
+            raise TypeError(f"`requests` must be a list of request rows, got {type(self.requests).__name__}")
+        return self.requests
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        hook = provider_hook(self.provider, self.conn_id)
+        state_dir = state_dir_for(context, self.state_root)
+        workload = prepare_workload(
+            self._open_rows,
+            provider=self.provider,
+            state_dir=state_dir,
+            endpoint=self.endpoint,
+            default_model=self.model,
+            caps=self.caps,
+            safety_margin=self.safety_margin,
+        )
+        self.log.info(
+            "Validated %d requests into %d batch(es) (state: %s)",
+            workload.total,
+            len(workload.chunks),
+            state_dir,
+        )
+        ledger = Ledger(state_dir)
+        backend = batch_backend(self.provider, hook.get_client())
+        batches = submit_chunks(
+            workload.chunks,
+            backend=backend,
+            ledger=ledger,
+            task_key=task_key(context),
+            fingerprint=workload.fingerprint,
+            endpoint=workload.endpoint,
+        )
+        first_intent = min(
+            (float(r["at"]) for n in ledger.names("intent-") if (r := ledger.read(n)) is not None),
+            default=None,
+        )
+        submitted_at = datetime.datetime.fromtimestamp(first_intent or 0, datetime.timezone.utc).isoformat()
+        return {
+            "provider": self.provider,
+            "conn_id": hook.conn_id,
+            "state_uri": str(state_dir),
+            "requests_uri": workload.requests_uri,
+            "endpoint": workload.endpoint,
+            "fingerprint": workload.fingerprint,
+            "total": workload.total,
+            "batches": [b.to_dict() for b in batches],
+            "submitted_at": submitted_at,
+        }

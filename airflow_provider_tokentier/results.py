@@ -1,0 +1,25 @@
+"""Read landed result rows: ``read_results(manifest_or_uri)`` yields one dict per request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.core.jsonl import loads_line
+
+
+def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str, Any]]:
+    """Stream the result rows of a results manifest (or of a results JSONL URI).
+
+    Rows follow the contract in DESIGN.md: ``custom_id``, ``status``, ``tier``, ``provider``,
+    ``model``, ``batch_id``, ``round``, ``response``, ``error``, ``usage``, ``cost_usd``,
+    ``standard_cost_usd``. Streaming: memory holds one row at a time.
+    """
+    uri = manifest_or_uri if isinstance(manifest_or_uri, str) else manifest_or_uri["results_uri"]
+    path = ObjectStoragePath(uri if "://" in uri else f"file://{uri}")
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield loads_line(line)

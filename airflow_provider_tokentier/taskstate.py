@@ -1,0 +1,30 @@
+"""Where a task instance keeps its durable state, and how it names itself in tags and logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.state.ledger import resolve_state_root, task_state_dir
+
+
+def state_dir_for(context: Any, state_root: str | None) -> ObjectStoragePath:
+    """``{state_root}/{dag_id}/{run_id}/{task_id}/{map_index}`` for the running task instance.
+
+    Keyed by what stays the same across retries and clears -- never the try number -- so
+    every try finds what the earlier ones recorded.
+    """
+    ti = context["ti"]
+    return task_state_dir(resolve_state_root(state_root), ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+
+
+def task_key(context: Any) -> str:
+    """A stable, human-readable name of the task instance, used in batch metadata tags."""
+    ti = context["ti"]
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{_map_index(ti)}"
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", -1)
+    return -1 if index is None else int(index)

@@ -1,0 +1,325 @@
+"""The sensor's engine: harvest ended batches, re-batch what needs it, land one row per request.
+
+Everything it learns is written to the sensor's own state directory before it acts on it, so a
+retry, a clear or a triggerer restart resumes where the last step ended:
+
+* ``outcomes/rNN/{batch_id}.jsonl`` -- result rows for every request of one ended batch,
+  written once (harvest is idempotent);
+* ``rounds/rNN/*.jsonl`` + ledger -- the requests of each re-batch round and their batches;
+* ``results.jsonl`` (or ``results_uri``) -- the landed rows, rebuilt from outcomes on demand.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.core.jsonl import dumps_line
+from airflow_provider_tokentier.core.pricing import PriceTable, savings_usd, sum_usd
+from airflow_provider_tokentier.core.results import (
+    OutcomeCounts,
+    make_error,
+    make_result_row,
+)
+from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.workflow.submission import (
+    SubmittedBatch,
+    submit_chunks,
+    write_chunks,
+)
+
+log = logging.getLogger(__name__)
+
+REBATCH_POLICIES = ("none", "expired", "expired+retryable")
+
+
+class _RequestHead(msgspec.Struct):
+    """Only what harvesting needs from a request line; msgspec skips the rest unparsed."""
+
+    custom_id: str
+    params: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+
+
+class _RowHead(msgspec.Struct):
+    """Only what landing needs from a result row."""
+
+    custom_id: str
+    status: str
+    tier: str
+    cost_usd: float | None
+    standard_cost_usd: float | None
+    error: dict[str, Any] | None = None
+
+
+_request_decoder = msgspec.json.Decoder(_RequestHead)
+_row_decoder = msgspec.json.Decoder(_RowHead)
+
+
+def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
+    """(custom_id, model, raw line) for every request line of a chunk file."""
+    if uri is None:
+        raise ValueError("this batch was submitted outside tokentier; its requests are unknown")
+    with ObjectStoragePath(uri).open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            head = _request_decoder.decode(line)
+            payload = head.params if head.params is not None else head.body
+            yield head.custom_id, (payload or {}).get("model"), line.rstrip(b"\n")
+
+
+@dataclass
+class GateSettings:
+    """How the sensor treats outcomes; fixed for the life of one task instance."""
+
+    provider: str
+    rebatch: str = "expired"
+    max_rounds: int = 3
+    prices: PriceTable | None = None
+    caps: Mapping[str, int | None] | None = None
+
+
+class BatchGate:
+    """Harvest, re-batch and land one workload's batches, driven by the sensor."""
+
+    def __init__(
+        self,
+        *,
+        manifest: Mapping[str, Any],
+        state_dir: ObjectStoragePath,
+        settings: GateSettings,
+        task_key: str,
+    ) -> None:
+        self.manifest = manifest
+        self.state_dir = state_dir
+        self.settings = settings
+        self.task_key = task_key
+        self.ledger = Ledger(state_dir)
+
+    # -- rounds --------------------------------------------------------------------------------
+    def batches_of(self, round_: int) -> list[SubmittedBatch]:
+        if round_ == 0:
+            return [
+                SubmittedBatch.from_dict({**b, "chunk": b.get("chunk", i)})
+                for i, b in enumerate(self.manifest["batches"])
+            ]
+        return [SubmittedBatch.from_dict(b) for b in self.ledger.batches(round_)]
+
+    def current_round(self) -> int:
+        round_ = 0
+        while self.ledger.read(f"round-{round_ + 1:02d}") is not None:
+            round_ += 1
+        return round_
+
+    def all_batches(self) -> list[SubmittedBatch]:
+        return [b for r in range(self.current_round() + 1) for b in self.batches_of(r)]
+
+    # -- harvest -------------------------------------------------------------------------------
+    def outcome_path(self, batch: SubmittedBatch) -> ObjectStoragePath:
+        return self.state_dir / "outcomes" / f"r{batch.round:02d}" / f"{batch.id}.jsonl"
+
+    def is_harvested(self, batch: SubmittedBatch) -> bool:
+        return self.outcome_path(batch).exists()
+
+    def harvest(self, batch: SubmittedBatch, status: Any, backend: Any) -> OutcomeCounts:
+        """Write one result row per request of an ended batch (once; later calls reuse it)."""
+        counts = OutcomeCounts()
+        target = self.outcome_path(batch)
+        if target.exists():
+            return counts
+        # Batches submitted outside tokentier have no request file: every result is accepted
+        # and no "missing" rows can be inferred.
+        known_requests = batch.uri is not None
+        models = {cid: model for cid, model, _line in request_ids(batch.uri)} if known_requests else {}
+        fallback_model = next(iter(models.values()), None) or "unknown"
+        provider = self.settings.provider
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+        with partial.open("wb") as out:
+            if status.failure:
+                code = status.failure.split(":", 1)[0].strip() or "batch_failed"
+                error = make_error(provider, code, f"batch {batch.id} failed: {status.failure}")
+                for custom_id, model in models.items():
+                    out.write(self._row(custom_id, "errored", model or fallback_model, batch, error=error))
+                    counts.add("errored")
+                models.clear()
+            else:
+                for outcome in backend.iter_outcomes(batch.id):
+                    if known_requests and outcome.custom_id not in models:
+                        log.warning(
+                            "Batch %s returned an unknown custom_id %r; ignored", batch.id, outcome.custom_id
+                        )
+                        continue
+                    requested_model = models.pop(outcome.custom_id, None)
+                    out.write(
+                        self._row(
+                            outcome.custom_id,
+                            outcome.status,
+                            outcome.model or requested_model or fallback_model,
+                            batch,
+                            response=outcome.response,
+                            error=outcome.error,
+                            usage=outcome.usage if outcome.status == "succeeded" else None,
+                        )
+                    )
+                    counts.add(outcome.status)
+            for custom_id, model in models.items():
+                error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
+                error["retryable"] = True
+                out.write(self._row(custom_id, "missing", model or fallback_model, batch, error=error))
+                counts.add("missing")
+        partial.rename(target)
+        log.info("Harvested %s batch %s (round %d): %s", provider, batch.id, batch.round, counts.to_dict())
+        return counts
+
+    def _row(
+        self,
+        custom_id: str,
+        status: str,
+        model: str,
+        batch: SubmittedBatch,
+        *,
+        response: Mapping[str, Any] | None = None,
+        error: Any = None,
+        usage: Any = None,
+    ) -> bytes:
+        row = make_result_row(
+            custom_id=custom_id,
+            status=status,
+            tier="batch",
+            provider=self.settings.provider,
+            model=model,
+            batch_id=batch.id,
+            round=batch.round,
+            response=response,
+            error=error,
+            usage=usage,
+            prices=self.settings.prices,
+        )
+        return dumps_line(row) + b"\n"
+
+    # -- re-batch ------------------------------------------------------------------------------
+    def needs_rebatch(self, status: str, error: Mapping[str, Any] | None) -> bool:
+        policy = self.settings.rebatch
+        if policy == "none":
+            return False
+        if status in ("expired", "missing"):
+            return True
+        return (
+            policy == "expired+retryable" and status == "errored" and bool(error and error.get("retryable"))
+        )
+
+    def rebatch_candidates(self, round_: int) -> set[str]:
+        ids: set[str] = set()
+        for batch in self.batches_of(round_):
+            for head in self._row_heads(self.outcome_path(batch)):
+                if self.needs_rebatch(head.status, head.error):
+                    ids.add(head.custom_id)
+        return ids
+
+    def submit_round(
+        self, round_: int, ids: set[str], backend: Any, endpoint: str | None
+    ) -> list[SubmittedBatch]:
+        """Write and submit round ``round_`` holding exactly ``ids`` from the previous round."""
+        if self.ledger.read(f"round-{round_:02d}") is None:
+            previous = self.batches_of(round_ - 1)
+            lines = (
+                (custom_id, line)
+                for batch in previous
+                for custom_id, _model, line in request_ids(batch.uri)
+                if custom_id in ids
+            )
+            chunks = write_chunks(
+                lines,
+                provider=self.settings.provider,
+                state_dir=self.state_dir,
+                round_=round_,
+                caps=self.settings.caps,
+            )
+            self.ledger.write(
+                f"plan-{round_:02d}", {"requests": len(ids), "chunks": [c.to_dict() for c in chunks]}
+            )
+            submitted = submit_chunks(
+                chunks,
+                backend=backend,
+                ledger=self.ledger,
+                task_key=self.task_key,
+                fingerprint=str(self.manifest.get("fingerprint", "")),
+                endpoint=endpoint,
+            )
+            self.ledger.write(
+                f"round-{round_:02d}", {"requests": len(ids), "batches": [b.id for b in submitted]}
+            )
+            log.info("Round %d: re-batched %d requests into %d batch(es)", round_, len(ids), len(submitted))
+        return self.batches_of(round_)
+
+    # -- landing -------------------------------------------------------------------------------
+    @staticmethod
+    def _row_heads(path: ObjectStoragePath) -> Iterator[_RowHead]:
+        with path.open("rb") as handle:
+            for line in handle:
+                yield _row_decoder.decode(line)
+
+    def land(
+        self, results_uri: str | None, *, deadline: str | None, finished_at: str | None = None
+    ) -> dict[str, Any]:
+        """Merge every round's outcomes into one row per input request and return the manifest.
+
+        Later rounds win: a request re-batched in round r+1 takes its row from there. Walking the
+        rounds from the last one down needs only the ids of the round above in memory.
+        """
+        target = ObjectStoragePath(results_uri) if results_uri else self.state_dir / "results.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        counts = OutcomeCounts()
+        tiers = {"batch": 0, "flex": 0, "standard": 0}
+        costs: list[float | None] = []
+        standard_costs: list[float | None] = []
+        last = self.current_round()
+        superseded: set[str] = set()
+        with target.open("wb") as out:
+            for round_ in range(last, -1, -1):
+                batches = self.batches_of(round_)
+                for batch in batches:
+                    path = self.outcome_path(batch)
+                    with path.open("rb") as handle:
+                        for line in handle:
+                            head = _row_decoder.decode(line)
+                            if head.custom_id in superseded:
+                                continue
+                            out.write(line)
+                            counts.add(head.status)
+                            tiers[head.tier] = tiers.get(head.tier, 0) + 1
+                            costs.append(head.cost_usd)
+                            standard_costs.append(head.standard_cost_usd)
+                superseded = (
+                    {cid for batch in batches for cid, _m, _l in request_ids(batch.uri)} if round_ else set()
+                )
+        cost = sum_usd(costs)
+        standard = sum_usd(standard_costs)
+        all_batches = self.all_batches()
+        manifest = {
+            "results_uri": str(target),
+            "total": counts.total,
+            "counts": counts.to_dict(),
+            "rounds": last + 1,
+            "batches": [b.id for b in all_batches][:500],
+            "tiers": tiers,
+            "cost_usd": cost,
+            "standard_cost_usd": standard,
+            "savings_usd": savings_usd(standard, cost),
+            "decision": None,
+            "provider": self.settings.provider,
+            "submitted_at": self.manifest.get("submitted_at"),
+            "finished_at": finished_at or datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "deadline": deadline,
+        }
+        self.ledger.write("landed", manifest)
+        return manifest

@@ -1,0 +1,354 @@
+"""Prepare a workload into chunk files and submit them without ever paying twice.
+
+For each chunk the ledger gets an ``intent`` record before the paid call and a ``submitted``
+record with the batch id right after. On any later try:
+
+* ``submitted`` present -> re-attach, no call;
+* ``intent`` without ``submitted`` -> the previous try may or may not have reached the
+  provider: look the batch up (OpenAI by the metadata tag we set; Anthropic, which has no
+  metadata, by creation time and request count); one match -> adopt it, none -> submit,
+  several -> refuse loudly, since guessing could double the bill or lose work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
+from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.requests import count_embedding_inputs, iter_validated, serialize_request
+from airflow_provider_tokentier.state.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+#: Seconds of clock skew allowed between our intent record and the provider's created_at.
+ORPHAN_CLOCK_SKEW_S = 300.0
+
+
+class AmbiguousSubmissionError(RuntimeError):
+    """A crash left an intent whose batch cannot be told apart from others; refusing to guess."""
+
+
+class WorkloadChangedError(RuntimeError):
+    """The requests differ from those already submitted for this task instance."""
+
+
+@dataclass
+class ChunkFile:
+    """One prepared batch: its request file and what it holds."""
+
+    round: int
+    index: int
+    uri: str
+    requests: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "index": self.index,
+            "uri": self.uri,
+            "requests": self.requests,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass
+class Workload:
+    """A validated workload written to state: canonical requests plus its chunk files."""
+
+    provider: str
+    endpoint: str | None
+    fingerprint: str
+    total: int
+    requests_uri: str
+    chunks: list[ChunkFile] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "fingerprint": self.fingerprint,
+            "total": self.total,
+            "requests_uri": self.requests_uri,
+            "chunks": [c.to_dict() for c in self.chunks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Workload:
+        return cls(
+            provider=data["provider"],
+            endpoint=data["endpoint"],
+            fingerprint=data["fingerprint"],
+            total=data["total"],
+            requests_uri=data["requests_uri"],
+            chunks=[ChunkFile(**c) for c in data["chunks"]],
+        )
+
+
+def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
+    """Stream JSON objects from a JSONL file on any object store, one line at a time."""
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield loads_line(line)
+
+
+def chunk_path(state_dir: ObjectStoragePath, round_: int, index: int) -> ObjectStoragePath:
+    return state_dir / "rounds" / f"r{round_:02d}" / f"c{index:05d}.jsonl"
+
+
+class _ChunkWriter:
+    """Writes serialized lines into chunk files as the chunker says, one file open at a time."""
+
+    def __init__(self, state_dir: ObjectStoragePath, round_: int, chunker: Chunker) -> None:
+        self.state_dir = state_dir
+        self.round = round_
+        self.chunker = chunker
+        self.files: list[ChunkFile] = []
+        self._handle: IO[bytes] | None = None
+
+    def add(self, custom_id: str, line: bytes, embedding_inputs: int) -> None:
+        if self.chunker.add(custom_id, line, embedding_inputs):
+            self._close()
+            path = chunk_path(self.state_dir, self.round, len(self.files))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("wb")
+            self.files.append(ChunkFile(self.round, len(self.files), str(path), 0, 0))
+        assert self._handle is not None
+        self._handle.write(line + b"\n")
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def finish(self) -> list[ChunkFile]:
+        self._close()
+        for chunk_file, stats in zip(self.files, self.chunker.chunks(), strict=True):
+            chunk_file.requests = stats.requests
+            chunk_file.bytes = stats.bytes
+        return self.files
+
+
+def prepare_workload(
+    open_rows: Callable[[], Iterable[Mapping[str, Any]]],
+    *,
+    provider: str,
+    state_dir: ObjectStoragePath,
+    endpoint: str | None = None,
+    default_model: str | None = None,
+    caps: Mapping[str, int | None] | None = None,
+    safety_margin: float = DEFAULT_SAFETY_MARGIN,
+) -> Workload:
+    """Validate every row, then write canonical requests and chunk files to ``state_dir``.
+
+    ``open_rows`` returns a fresh iterable of the input rows each time it is called (a list, or
+    a stream over a JSONL file). Streams: memory holds one row plus the set of ids seen,
+    whatever the input size. The first invalid row raises `RequestValidationError` before
+    anything is submitted. When an earlier try prepared the same workload, its files are
+    reused; when a different workload meets batches already submitted, `WorkloadChangedError`.
+    """
+    ledger = Ledger(state_dir)
+    previous = ledger.read("workload")
+    if previous is not None:
+        rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
+        fingerprint, _total = _fingerprint(rows, provider)
+        if fingerprint == previous["fingerprint"]:
+            return Workload.from_dict(previous)
+        if any(ledger.names("intent-")):
+            raise WorkloadChangedError(
+                f"the requests differ from the {previous['total']} already submitted for this task "
+                f"instance (state: {state_dir}); refusing to submit a second paid batch. Delete that "
+                "state directory to start over, or restore the original requests."
+            )
+    chunker = Chunker.for_provider(provider, safety_margin=safety_margin, **dict(caps or {}))
+    writer = _ChunkWriter(state_dir, 0, chunker)
+    digest = hashlib.blake2b(digest_size=16)
+    total = 0
+    requests_path = state_dir / "requests.jsonl"
+    requests_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
+    with requests_path.open("wb") as canonical:
+        for row in rows:
+            line = serialize_request(row, provider)
+            digest.update(line)
+            digest.update(b"\n")
+            canonical.write(line + b"\n")
+            writer.add(row["custom_id"], line, count_embedding_inputs(row) if provider == "openai" else 0)
+            total += 1
+            if endpoint is None and provider == "openai":
+                endpoint = row["url"]
+    if total == 0:
+        raise ValueError("the workload has no requests; nothing to submit")
+    workload = Workload(provider, endpoint, digest.hexdigest(), total, str(requests_path), writer.finish())
+    ledger.write("workload", workload.to_dict())
+    return workload
+
+
+def _fingerprint(rows: Iterable[dict[str, Any]], provider: str) -> tuple[str, int]:
+    digest = hashlib.blake2b(digest_size=16)
+    total = 0
+    for row in rows:
+        digest.update(serialize_request(row, provider))
+        digest.update(b"\n")
+        total += 1
+    return digest.hexdigest(), total
+
+
+def write_chunks(
+    lines: Iterable[tuple[str, bytes]],
+    *,
+    provider: str,
+    state_dir: ObjectStoragePath,
+    round_: int,
+    caps: Mapping[str, int | None] | None = None,
+    safety_margin: float = DEFAULT_SAFETY_MARGIN,
+) -> list[ChunkFile]:
+    """Chunk already-serialized request lines (a re-batch round) into files for ``round_``."""
+    chunker = Chunker.for_provider(provider, safety_margin=safety_margin, **dict(caps or {}))
+    writer = _ChunkWriter(state_dir, round_, chunker)
+    for custom_id, line in lines:
+        inputs = (
+            count_embedding_inputs(loads_line(line))
+            if provider == "openai" and b"/v1/embeddings" in line
+            else 0
+        )
+        writer.add(custom_id, line, inputs)
+    return writer.finish()
+
+
+@dataclass
+class SubmittedBatch:
+    """A batch the provider accepted, as the ledger and the manifests record it."""
+
+    id: str
+    round: int
+    chunk: int
+    requests: int
+    bytes: int
+    uri: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "round": self.round,
+            "chunk": self.chunk,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "uri": self.uri,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SubmittedBatch:
+        return cls(data["id"], data["round"], data["chunk"], data["requests"], data["bytes"], data["uri"])
+
+
+def submission_tag(task_key: str, fingerprint: str, chunk: ChunkFile) -> dict[str, str]:
+    """Metadata that finds an orphaned OpenAI batch again (<=16 pairs, keys <=64, values <=512)."""
+    return {
+        "tokentier_task": task_key[-512:],
+        "tokentier_workload": fingerprint,
+        "tokentier_chunk": f"r{chunk.round}-c{chunk.index}",
+    }
+
+
+def submit_chunks(
+    chunks: Iterable[ChunkFile],
+    *,
+    backend: Any,
+    ledger: Ledger,
+    task_key: str,
+    fingerprint: str,
+    endpoint: str | None,
+    on_submitted: Callable[[SubmittedBatch], None] | None = None,
+) -> list[SubmittedBatch]:
+    """Submit every chunk not yet submitted, recording intent before and the id after each call."""
+    submitted: list[SubmittedBatch] = []
+    for chunk in chunks:
+        known = ledger.submitted(chunk.round, chunk.index)
+        if known is not None:
+            log.info(
+                "Re-attaching to batch %s (round %d chunk %d) from the ledger",
+                known["id"],
+                chunk.round,
+                chunk.index,
+            )
+            submitted.append(SubmittedBatch.from_dict(known))
+            continue
+        tag = submission_tag(task_key, fingerprint, chunk)
+        intent = ledger.intent(chunk.round, chunk.index)
+        batch_id = _recover_orphan(backend, intent, tag, chunk) if intent is not None else None
+        if batch_id is None:
+            ledger.record_intent(
+                chunk.round, chunk.index, {"at": time.time(), "tag": tag, "requests": chunk.requests}
+            )
+            with local_file(ObjectStoragePath(chunk.uri)) as local:
+                batch_id = backend.submit(local, request_count=chunk.requests, tag=tag, endpoint=endpoint)
+            log.info(
+                "Submitted %s batch %s: %d requests, %d bytes",
+                backend.provider,
+                batch_id,
+                chunk.requests,
+                chunk.bytes,
+            )
+        batch = SubmittedBatch(batch_id, chunk.round, chunk.index, chunk.requests, chunk.bytes, chunk.uri)
+        ledger.record_submitted(chunk.round, chunk.index, batch.to_dict())
+        if on_submitted is not None:
+            on_submitted(batch)
+        submitted.append(batch)
+    return submitted
+
+
+def _recover_orphan(
+    backend: Any, intent: Mapping[str, Any], tag: dict[str, str], chunk: ChunkFile
+) -> str | None:
+    """Find the batch an earlier try may have created before it could record the id."""
+    matches: list[str] = backend.find_submitted(
+        tag, created_after=float(intent["at"]) - ORPHAN_CLOCK_SKEW_S, request_count=chunk.requests
+    )
+    if len(matches) == 1:
+        log.warning(
+            "An earlier try submitted batch %s (round %d chunk %d) but did not record it; adopting it",
+            matches[0],
+            chunk.round,
+            chunk.index,
+        )
+        return matches[0]
+    if len(matches) > 1:
+        raise AmbiguousSubmissionError(
+            f"an earlier try may have submitted round {chunk.round} chunk {chunk.index} "
+            f"({chunk.requests} requests) but did not record the batch id, and {len(matches)} "
+            f"{backend.provider} batches match: {matches}. Refusing to guess (submitting again could pay "
+            "twice). Cancel the unwanted batches, then record the right one in the ledger or clear the state."
+        )
+    log.info(
+        "No batch found for the unrecorded intent of round %d chunk %d; submitting it",
+        chunk.round,
+        chunk.index,
+    )
+    return None
+
+
+@contextlib.contextmanager
+def local_file(path: ObjectStoragePath) -> Iterator[Path]:
+    """``path`` as a local file for an SDK upload: itself when local, else a temporary copy."""
+    if path.protocol in ("file", "local", ""):
+        yield Path(path.path)
+        return
+    with tempfile.TemporaryDirectory(prefix="tokentier-chunk-") as tmp:
+        local = Path(tmp) / path.name
+        with path.open("rb") as src, local.open("wb") as dst:
+            while block := src.read(1 << 20):
+                dst.write(block)
+        yield local
