@@ -21,6 +21,7 @@ import random
 import re
 import shutil
 import threading
+import uuid
 from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -93,7 +94,8 @@ def _rfc3339(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+def _json(payload: Any, status: int = 200) -> Response:
+    headers = {"request-id": f"req_{uuid.uuid4().hex[:24]}"}
     return Response(_encode(payload), status_code=status, media_type=_JSON, headers=headers)
 
 
@@ -656,7 +658,7 @@ def build_router(state: EmulatorState) -> APIRouter:
         state.billing.charge(
             "anthropic", str(params["model"]), "standard", usage_from_anthropic(message["usage"])
         )
-        return _json(message, headers={"request-id": _hash_id("req_", message["id"])})
+        return _json(message)
 
     @router.post("/v1/messages/batches")
     async def create_batch(request: Request) -> Response:
@@ -744,8 +746,8 @@ def build_router(state: EmulatorState) -> APIRouter:
             raise _bad_request(
                 f"Message Batch {batch_id!r} cannot be deleted while it is processing; cancel it first."
             )
-        if batch.materializing is not None:
-            await asyncio.shield(batch.materializing)
+        # Deleting is a read too: the batch ran, so its results exist and are billed first.
+        await store.ensure_results(batch)
         store.delete(batch)
         return _json({"id": batch_id, "type": "message_batch_deleted"})
 
