@@ -64,9 +64,7 @@ class ProviderGate:
 def _route_shape(path: str) -> str:
     """Collapse ids in a path so call counts group by endpoint."""
     parts = path.split("/")
-    return "/".join(
-        "{id}" if part.startswith(("msgbatch_", "batch_", "file-")) else part for part in parts
-    )
+    return "/".join("{id}" if part.startswith(("msgbatch_", "batch_", "file-")) else part for part in parts)
 
 
 def create_app(state: EmulatorState | None = None) -> FastAPI:

@@ -44,7 +44,9 @@ class Emulator:
     ``openai.OpenAI(base_url=emu.openai_base_url, api_key=...)``.
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, *, in_process: bool = True, **knobs: Any) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, in_process: bool = True, **knobs: Any
+    ) -> None:
         self.config = config or EmulatorConfig()
         self.config.update(knobs)
         self.in_process = in_process
