@@ -1,0 +1,326 @@
+"""Provider-neutral shapes shared by the batch backends: status snapshots, outcomes, protocols.
+
+Nothing here talks to a provider; the adapters in :mod:`.anthropic` and :mod:`.openai` build these
+from the official SDKs so the Airflow layer never sees a provider-specific object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import httpx2
+import tenacity
+
+from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, OPENAI_CAPS, ProviderCaps
+from airflow_provider_tokentier.core.pricing import Usage
+
+log = logging.getLogger(__name__)
+
+#: The provider-neutral lifecycle phases a :class:`BatchStatus` reports.
+PHASES = ("validating", "running", "finalizing", "canceling", "ended")
+
+#: The settled outcomes a request can have in a batch's results.
+OUTCOME_STATUSES = ("succeeded", "errored", "expired", "canceled")
+
+#: ``error.type`` of an outcome whose result line could not be parsed or validated.
+MALFORMED_RESULT = "malformed_result"
+
+# A malformed line may still carry a readable custom_id; fishing it out with a regex keeps the
+# request accounted for (errored, retryable) instead of silently turning into "missing".
+_CUSTOM_ID_IN_RAW = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+
+# Bytes read per chunk when streaming request files; large enough to keep syscalls rare, small
+# enough that memory stays flat whatever the file size.
+READ_CHUNK_SIZE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStatus:
+    """A normalized snapshot of one provider batch.
+
+    ``status`` is the provider's own word; ``phase`` maps it onto :data:`PHASES` so callers can
+    reason about both providers alike. ``counts`` holds the best-known ``processing``,
+    ``succeeded``, ``errored``, ``expired`` and ``canceled`` numbers (Anthropic only fills the
+    outcome counts once the batch has ended). ``failure`` is set for an OpenAI ``failed`` batch only.
+    """
+
+    batch_id: str
+    provider: str
+    status: str
+    phase: str
+    ended: bool
+    total: int
+    counts: dict[str, int]
+    created_at: float
+    failure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a small JSON-ready dict (it travels in trigger events)."""
+        return {
+            "batch_id": self.batch_id,
+            "provider": self.provider,
+            "status": self.status,
+            "phase": self.phase,
+            "ended": self.ended,
+            "total": self.total,
+            "counts": dict(self.counts),
+            "created_at": self.created_at,
+            "failure": self.failure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchStatus:
+        """Rebuild a snapshot from :meth:`to_dict` output (e.g. a trigger event payload)."""
+        return cls(
+            batch_id=str(data["batch_id"]),
+            provider=str(data["provider"]),
+            status=str(data["status"]),
+            phase=str(data["phase"]),
+            ended=bool(data["ended"]),
+            total=int(data["total"]),
+            counts={str(k): int(v) for k, v in dict(data.get("counts") or {}).items()},
+            created_at=float(data["created_at"]),
+            failure=data.get("failure"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One request's settled outcome, harvested from a batch's results.
+
+    ``response`` is the provider-native body (an Anthropic ``Message`` or an OpenAI response body)
+    for ``succeeded``; ``error`` is ``{"type", "message", "retryable"}`` for ``errored`` (and a
+    short note for ``expired``/``canceled``). ``usage`` is zero unless the provider billed the request.
+    """
+
+    custom_id: str
+    status: str
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: Usage = dataclasses.field(default_factory=Usage)
+    model: str | None = None
+
+
+#: Per-batch caps, shared with the chunker so submitted chunks always fit.
+BatchLimits = ProviderCaps
+ANTHROPIC_LIMITS = ANTHROPIC_CAPS
+OPENAI_LIMITS = OPENAI_CAPS
+
+
+def error_dict(error_type: str, message: str, *, retryable: bool) -> dict[str, Any]:
+    """Build the result-row ``error`` object."""
+    return {"type": error_type, "message": message, "retryable": retryable}
+
+
+def malformed_outcomes(raw: bytes, reason: str, provider: str) -> Iterator[Outcome]:
+    """Yield an ``errored``/``malformed_result`` outcome for an unparsable result line.
+
+    The custom_id is recovered from the raw bytes when possible. A line without a readable
+    custom_id cannot be attributed: it is logged (never silently dropped) and the caller, which
+    knows every id it submitted, reports the unanswered ones as ``missing``.
+    """
+    match = _CUSTOM_ID_IN_RAW.search(raw)
+    if match is None:
+        log.warning(
+            "%s: dropping a result line without a readable custom_id (%s): %.200r", provider, reason, raw
+        )
+        return
+    yield Outcome(
+        custom_id=match.group(1).decode("ascii"),
+        status="errored",
+        # Retryable: the request itself may be fine; only its result line was unreadable.
+        error=error_dict(MALFORMED_RESULT, f"unreadable {provider} result line: {reason}", retryable=True),
+    )
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Split a stream of byte chunks into non-blank lines without holding more than one chunk."""
+    pending = b""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if pending:
+            chunk = pending + chunk
+        lines = chunk.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            if line and not line.isspace():
+                yield line
+    if pending and not pending.isspace():
+        yield pending
+
+
+def count_lines(path: pathlib.Path) -> int:
+    """Count the non-blank lines of a JSONL file, streaming it."""
+    with path.open("rb") as handle:
+        return sum(1 for _ in split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b"")))
+
+
+def check_request_count(path: pathlib.Path, request_count: int) -> None:
+    """Refuse to submit a chunk file whose line count differs from what the caller recorded."""
+    found = count_lines(path)
+    if found != request_count:
+        raise ValueError(f"{path} holds {found} request lines, but request_count={request_count}")
+    if found == 0:
+        raise ValueError(f"{path} holds no requests")
+
+
+class BatchNotEndedError(RuntimeError):
+    """Raised when results are asked for a batch that has not ended yet."""
+
+
+class _StreamingResponse(Protocol):
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]: ...
+
+
+#: Attempts to start (or resume) a results download before giving up. Each start may take two
+#: calls (status, then content), so the budget is generous enough for a flaky status endpoint.
+DOWNLOAD_ATTEMPTS = 6
+
+_T = TypeVar("_T")
+
+
+def call_with_retry(
+    fn: Callable[[], _T],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+) -> _T:
+    """Call ``fn``, retrying transient failures with jittered exponential backoff (tenacity).
+
+    Only the result-download path uses this; status polls are left to the callers' own backoff.
+    """
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, attempts)),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.25),
+        retry=tenacity.retry_if_exception(is_transient),
+        before_sleep=lambda state: log.warning(
+            "%s: retrying after %r", what, state.outcome.exception() if state.outcome else None
+        ),
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def is_transient_status(status_code: int | None) -> bool:
+    """True for HTTP statuses worth retrying unchanged: 408, 429 and 5xx (529 included)."""
+    return status_code is not None and (status_code in (408, 429) or status_code >= 500)
+
+
+def stream_result_lines(
+    open_stream: Callable[[], AbstractContextManager[_StreamingResponse]],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+) -> Iterator[bytes]:
+    """Yield the non-blank lines of a streamed results file, riding out transient failures.
+
+    ``open_stream`` returns one of the SDKs' streaming-response context managers. Starting the
+    download is retried with backoff (tenacity) on transient errors; a connection that breaks
+    mid-stream is reopened and the lines already yielded are skipped, which is sound because an
+    ended batch's results file never changes. Mid-stream breaks use up the ``attempts`` budget.
+    """
+    yielded = 0
+    failures = 0
+    while True:
+        with contextlib.ExitStack() as stack:
+            response = call_with_retry(
+                lambda: stack.enter_context(open_stream()),
+                is_transient=is_transient,
+                what=what,
+                attempts=attempts - failures,
+            )
+            skip = yielded
+            try:
+                for line in split_lines(response.iter_bytes(READ_CHUNK_SIZE)):
+                    if skip:
+                        skip -= 1
+                        continue
+                    yielded += 1
+                    yield line
+                return
+            except Exception as exc:
+                failures += 1
+                if not is_transient(exc) or failures >= attempts:
+                    raise
+                log.warning("%s: stream broke after %d lines (%r); resuming", what, yielded, exc)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """True for low-level transport failures raised while a response body is being read."""
+    return isinstance(exc, httpx2.TransportError)
+
+
+def tag_matches(metadata: dict[str, Any] | None, tag: dict[str, str]) -> bool:
+    """True when every ``tag`` pair is present in ``metadata``."""
+    if not metadata:
+        return not tag
+    return all(metadata.get(key) == value for key, value in tag.items())
+
+
+@runtime_checkable
+class BatchBackend(Protocol):
+    """A synchronous batch adapter for one provider (used by operators and workers)."""
+
+    provider: str
+
+    @property
+    def limits(self) -> BatchLimits:
+        """Per-batch caps of this provider."""
+        ...
+
+    def submit(
+        self,
+        chunk_path: pathlib.Path,
+        *,
+        request_count: int,
+        tag: dict[str, str],
+        endpoint: str | None = None,
+    ) -> str:
+        """Submit one chunk file of provider-native JSONL requests; return the batch id."""
+        ...
+
+    def retrieve(self, batch_id: str) -> BatchStatus:
+        """Return a normalized snapshot of the batch."""
+        ...
+
+    def iter_outcomes(self, batch_id: str) -> Iterator[Outcome]:
+        """Stream the settled outcomes of an ended batch."""
+        ...
+
+    def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch (no error if it already ended)."""
+        ...
+
+    def find_submitted(self, tag: dict[str, str], *, created_after: float, request_count: int) -> list[str]:
+        """Return ids of batches that may be a lost submission of this chunk."""
+        ...
+
+
+@runtime_checkable
+class AsyncBatchBackend(Protocol):
+    """The asynchronous subset the triggers need: poll and cancel without blocking the loop."""
+
+    provider: str
+
+    @property
+    def limits(self) -> BatchLimits:
+        """Per-batch caps of this provider."""
+        ...
+
+    async def retrieve(self, batch_id: str) -> BatchStatus:
+        """Return a normalized snapshot of the batch."""
+        ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch (no error if it already ended)."""
+        ...

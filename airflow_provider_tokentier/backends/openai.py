@@ -1,0 +1,338 @@
+"""OpenAI Files + Batch API over the official ``openai`` SDK (sync and async)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import pathlib
+from collections.abc import Iterator
+from typing import Any, cast
+
+import openai
+from openai.types import Batch
+
+from airflow_provider_tokentier.backends.base import (
+    OPENAI_LIMITS,
+    READ_CHUNK_SIZE,
+    BatchLimits,
+    BatchNotEndedError,
+    BatchStatus,
+    Outcome,
+    call_with_retry,
+    check_request_count,
+    error_dict,
+    is_transient_status,
+    is_transport_error,
+    malformed_outcomes,
+    split_lines,
+    stream_result_lines,
+    tag_matches,
+)
+from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.pricing import Usage, usage_from_openai
+from airflow_provider_tokentier.core.results import is_retryable_error
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "openai"
+_PHASES = {
+    "validating": "validating",
+    "in_progress": "running",
+    "finalizing": "finalizing",
+    "cancelling": "canceling",
+    "completed": "ended",
+    "failed": "ended",
+    "expired": "ended",
+    "cancelled": "ended",
+}
+_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+# Where the requests a provider never reports on end up in `counts` once the batch has ended.
+_REMAINDER_BUCKET = {
+    "expired": "expired",
+    "cancelled": "canceled",
+    "completed": "errored",
+    "failed": "errored",
+}
+# Shown in BatchStatus.failure; a failed batch can list one error per input line.
+_MAX_FAILURE_ERRORS = 5
+_METADATA_MAX_PAIRS = 16
+_METADATA_MAX_KEY = 64
+_METADATA_MAX_VALUE = 512
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return is_transient_status(exc.status_code)
+    return isinstance(exc, openai.APIConnectionError) or is_transport_error(exc)
+
+
+def batch_status(batch: Batch) -> BatchStatus:
+    """Normalize an SDK ``Batch``.
+
+    OpenAI reports ``total``/``completed``/``failed``; the rest is derived: unfinished requests
+    are ``processing`` while the batch runs, then ``expired``/``canceled`` once it has expired or
+    been cancelled (their lines go to the error file).
+    """
+    status = str(batch.status)
+    ended = status in _ENDED
+    rc = batch.request_counts
+    total = int(rc.total) if rc is not None else 0
+    succeeded = int(rc.completed) if rc is not None else 0
+    errored = int(rc.failed) if rc is not None else 0
+    remainder = max(total - succeeded - errored, 0)
+    counts = {"processing": 0, "succeeded": succeeded, "errored": errored, "expired": 0, "canceled": 0}
+    counts[_REMAINDER_BUCKET[status] if ended else "processing"] += remainder
+    failure = None
+    if status == "failed":
+        errors = list(batch.errors.data or []) if batch.errors is not None else []
+        parts = [f"{e.code or 'error'}: {e.message or ''}".strip() for e in errors[:_MAX_FAILURE_ERRORS]]
+        if len(errors) > _MAX_FAILURE_ERRORS:
+            parts.append(f"(+{len(errors) - _MAX_FAILURE_ERRORS} more)")
+        failure = "; ".join(parts) or "failed: no error details given"
+    return BatchStatus(
+        batch_id=batch.id,
+        provider=PROVIDER,
+        status=status,
+        phase=_PHASES.get(status, "running"),
+        ended=ended,
+        total=total,
+        counts=counts,
+        created_at=float(batch.created_at),
+        failure=failure,
+    )
+
+
+def _http_error(custom_id: str, status_code: int, body: Any) -> Outcome:
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    error_type = error.get("type") or error.get("code") or f"http_{status_code}"
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = f"HTTP {status_code}" if status_code else "no response recorded for this request"
+    return Outcome(
+        custom_id=custom_id,
+        status="errored",
+        error=error_dict(str(error_type), message, retryable=is_retryable_error(PROVIDER, status_code)),
+    )
+
+
+def parse_result_line(line: bytes) -> Iterator[Outcome]:
+    """Turn one output- or error-file line into (normally exactly one) :class:`Outcome`.
+
+    Lines that do not have the documented shape become ``errored``/``malformed_result``
+    outcomes; this never raises.
+    """
+    try:
+        row = loads_line(line)
+        custom_id = row.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            raise ValueError("no custom_id")
+        response = row.get("response")
+        error = row.get("error")
+        if isinstance(response, dict):
+            status_code = response.get("status_code")
+            if isinstance(status_code, bool) or not isinstance(status_code, int):
+                raise ValueError(f"bad status_code {status_code!r}")
+            body = response.get("body")
+            if status_code != 200:
+                yield _http_error(custom_id, status_code, body)
+                return
+            if not isinstance(body, dict):
+                raise ValueError("status 200 without a body object")
+            usage = body.get("usage")
+            model = body.get("model")
+            yield Outcome(
+                custom_id=custom_id,
+                status="succeeded",
+                response=body,
+                # Moderations bodies carry no usage; everything else does.
+                usage=usage_from_openai(usage) if isinstance(usage, dict) else Usage(),
+                model=model if isinstance(model, str) else None,
+            )
+        elif isinstance(error, dict):
+            code = error.get("code")
+            if not isinstance(code, str) or not code:
+                raise ValueError("error without a code")
+            message = error.get("message")
+            text = message if isinstance(message, str) else ""
+            if code == "batch_expired":
+                yield Outcome(custom_id, "expired", error=error_dict(code, text, retryable=True))
+            elif code == "batch_cancelled":
+                yield Outcome(custom_id, "canceled", error=error_dict(code, text, retryable=True))
+            else:
+                yield Outcome(
+                    custom_id,
+                    "errored",
+                    error=error_dict(code, text, retryable=is_retryable_error(PROVIDER, code)),
+                )
+        else:
+            raise ValueError("neither a response nor an error")
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        yield from malformed_outcomes(line, str(exc), PROVIDER)
+
+
+def _check_tag(tag: dict[str, str]) -> None:
+    if len(tag) > _METADATA_MAX_PAIRS:
+        raise ValueError(f"OpenAI batch metadata holds at most {_METADATA_MAX_PAIRS} pairs, got {len(tag)}")
+    for key, value in tag.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"OpenAI batch metadata must map str to str, got {key!r}: {value!r}")
+        if len(key) > _METADATA_MAX_KEY or len(value) > _METADATA_MAX_VALUE:
+            raise ValueError(f"OpenAI batch metadata pair too long: {key[:80]!r}")
+
+
+def _endpoint_of(path: pathlib.Path) -> str:
+    """The ``url`` of the first request line: one batch serves a single endpoint."""
+    with path.open("rb") as handle:
+        for line in split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b"")):
+            url = loads_line(line).get("url")
+            if not isinstance(url, str) or not url:
+                raise ValueError(f"{path}: the first request has no 'url'; pass endpoint=")
+            return url
+    raise ValueError(f"{path} holds no requests")
+
+
+class OpenAIBatchBackend:
+    """Synchronous Batch API adapter (submit, poll, stream results, cancel, recover).
+
+    The client's ``max_retries``/``timeout`` apply to every call; this class adds no retry loop
+    of its own except around result downloads.
+    """
+
+    provider = PROVIDER
+
+    def __init__(self, client: openai.OpenAI) -> None:
+        self._client = client
+
+    @property
+    def limits(self) -> BatchLimits:
+        """OpenAI's per-batch caps."""
+        return OPENAI_LIMITS
+
+    def submit(
+        self,
+        chunk_path: pathlib.Path,
+        *,
+        request_count: int,
+        tag: dict[str, str],
+        endpoint: str | None = None,
+    ) -> str:
+        """Upload a JSONL file of ``{"custom_id", "method", "url", "body"}`` lines and create a batch.
+
+        The file goes up as an open file object, which the HTTP client streams in chunks (a path
+        would make the SDK read it whole into memory). ``tag`` becomes the batch ``metadata``,
+        which :meth:`find_submitted` matches on; ``endpoint`` defaults to the first line's ``url``.
+        """
+        chunk_path = pathlib.Path(chunk_path)
+        _check_tag(tag)
+        check_request_count(chunk_path, request_count)
+        endpoint = endpoint or _endpoint_of(chunk_path)
+        with chunk_path.open("rb") as handle:
+            uploaded = self._client.files.create(
+                file=(chunk_path.name, handle, "application/jsonl"), purpose="batch"
+            )
+        try:
+            batch = self._client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=cast(Any, endpoint),
+                completion_window="24h",
+                metadata=dict(tag) if tag else None,
+            )
+        except openai.APIStatusError as exc:
+            # A definite rejection leaves an orphan input file; after a 5xx or a dropped
+            # connection the batch may exist and need it, so the file is kept then.
+            if not is_transient_status(exc.status_code):
+                self._delete_file_quietly(uploaded.id)
+            raise
+        return batch.id
+
+    def _delete_file_quietly(self, file_id: str) -> None:
+        try:
+            self._client.files.delete(file_id)
+        except openai.OpenAIError as exc:
+            log.warning("could not delete orphan input file %s: %r", file_id, exc)
+
+    def retrieve(self, batch_id: str) -> BatchStatus:
+        """Return a normalized snapshot of the batch."""
+        return batch_status(self._client.batches.retrieve(batch_id))
+
+    def iter_outcomes(self, batch_id: str) -> Iterator[Outcome]:
+        """Stream the outcomes of an ended batch: its output file, then its error file.
+
+        Expired and cancelled batches keep their finished work in the output file, so both files
+        are read whatever the status; a ``failed`` batch yields nothing (its requests never ran).
+        """
+        batch = call_with_retry(
+            lambda: self._client.batches.retrieve(batch_id),
+            is_transient=_is_transient,
+            what=f"openai batch {batch_id} status",
+        )
+        if batch.status not in _ENDED:
+            raise BatchNotEndedError(f"batch {batch_id} is {batch.status}; it has no results yet")
+        if batch.status == "failed":
+            return
+        content = self._client.files.with_streaming_response.content
+        for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
+            if not file_id:
+                continue
+            for line in stream_result_lines(
+                functools.partial(content, file_id),
+                is_transient=_is_transient,
+                what=f"openai batch {batch_id} {kind} file {file_id}",
+            ):
+                yield from parse_result_line(line)
+
+    def cancel(self, batch_id: str) -> None:
+        """Ask OpenAI to cancel the batch; a batch that already ended is left as is."""
+        try:
+            self._client.batches.cancel(batch_id)
+        except openai.APIStatusError as exc:
+            if is_transient_status(exc.status_code):
+                raise
+            if self._client.batches.retrieve(batch_id).status not in _ENDED:
+                raise
+            log.info("openai batch %s already ended; nothing to cancel", batch_id)
+
+    def find_submitted(self, tag: dict[str, str], *, created_after: float, request_count: int) -> list[str]:
+        """Return ids of batches created at/after ``created_after`` whose metadata contains ``tag``.
+
+        The listing is newest first, so paging (``after``) stops at the first older batch.
+        ``request_count`` is not compared: a batch still ``validating`` reports 0 requests.
+        """
+        del request_count
+        matches: list[str] = []
+        for batch in self._client.batches.list(limit=100):
+            if batch.created_at < created_after:
+                break
+            if tag_matches(cast("dict[str, Any] | None", batch.metadata), tag):
+                matches.append(batch.id)
+        return matches
+
+
+class AsyncOpenAIBatchBackend:
+    """Asynchronous poll/cancel for triggers: native ``AsyncOpenAI`` calls, no threads."""
+
+    provider = PROVIDER
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+
+    @property
+    def limits(self) -> BatchLimits:
+        """OpenAI's per-batch caps."""
+        return OPENAI_LIMITS
+
+    async def retrieve(self, batch_id: str) -> BatchStatus:
+        """Return a normalized snapshot of the batch."""
+        return batch_status(await self._client.batches.retrieve(batch_id))
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask OpenAI to cancel the batch; a batch that already ended is left as is."""
+        try:
+            await self._client.batches.cancel(batch_id)
+        except openai.APIStatusError as exc:
+            if is_transient_status(exc.status_code):
+                raise
+            if (await self._client.batches.retrieve(batch_id)).status not in _ENDED:
+                raise
+            log.info("openai batch %s already ended; nothing to cancel", batch_id)
