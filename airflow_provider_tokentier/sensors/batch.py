@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_tokentier.backends import batch_backend
-from airflow_provider_tokentier.backends.base import BatchStatus
 from airflow_provider_tokentier.core.pricing import default_price_table
 from airflow_provider_tokentier.core.requests import PROVIDERS
-from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
-from airflow_provider_tokentier.triggers.batch import BatchTrigger
+from airflow_provider_tokentier.waiting import (
+    BatchStuckError,
+    BatchWaitMixin,
+    PartialResultsError,
+    parse_iso,
+)
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
-from airflow_provider_tokentier.workflow.submission import SubmittedBatch
+
+__all__ = ["BatchSensor", "BatchStuckError", "PartialResultsError"]
 
 
-class PartialResultsError(AirflowException):
-    """Some requests did not succeed and ``fail_on_partial`` is set; the rows still landed."""
-
-
-class BatchStuckError(AirflowException):
-    """A batch stopped moving (finalizing/canceling/no progress) for longer than ``stuck_after``."""
-
-
-class BatchSensor(BaseSensorOperator):
+class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     """Gate downstream tasks until every request of a batch workload has a result row.
 
     Waits in the triggerer (deferrable, the default) or by rescheduling. When the batches of a
@@ -104,7 +97,7 @@ class BatchSensor(BaseSensorOperator):
         if stuck_after is not None and stuck_after <= 0:
             raise ValueError(f"stuck_after must be positive or None, got {stuck_after!r}")
         if isinstance(deadline, str):
-            _parse_iso(deadline)  # fail at parse time, not hours later
+            parse_iso(deadline)  # fail at parse time, not hours later
         self.submission = submission
         self.provider = provider
         self.batch_ids = batch_ids
@@ -155,150 +148,24 @@ class BatchSensor(BaseSensorOperator):
             task_key=task_key(context),
         )
 
-    def _conn_id(self, gate: BatchGate) -> str | None:
-        return self.conn_id or gate.manifest.get("conn_id")
-
-    def _deadline_at(self, gate: BatchGate) -> float | None:
-        """The absolute deadline, fixed in state at the first run (deferrals restart timeouts)."""
-        stored = gate.ledger.read("deadline")
-        if stored is not None:
-            return stored["at"]
-        at = _resolve_deadline(self.deadline, gate.manifest.get("submitted_at"))
-        gate.ledger.write("deadline", {"at": at})
-        return at
-
-    # -- the step --------------------------------------------------------------------------------
-    def _advance(self, context: Any, gate: BatchGate) -> list[SubmittedBatch] | dict[str, Any]:
-        """Do everything possible now; return the batches to wait on, or the landed manifest."""
-        deadline = self._deadline_at(gate)
-        landed = gate.ledger.read("landed")
-        if landed is not None:
-            self.log.info(
-                "Results already landed for this task instance; re-landing them without provider calls"
-            )
-            return gate.land(self.results_uri, deadline=_iso(deadline), finished_at=landed.get("finished_at"))
-        backend = batch_backend(
-            gate.settings.provider, provider_hook(gate.settings.provider, self._conn_id(gate)).get_client()
-        )
-        round_ = gate.current_round()
-        while True:
-            pending = [b for b in gate.batches_of(round_) if not gate.is_harvested(b)]
-            statuses: dict[str, BatchStatus] = {b.id: backend.retrieve(b.id) for b in pending}
-            for batch in pending:
-                if statuses[batch.id].ended:
-                    gate.harvest(batch, statuses[batch.id], backend)
-            waiting = [b for b in pending if not statuses[b.id].ended]
-            past_deadline = deadline is not None and time.time() >= deadline
-            if waiting:
-                if past_deadline and gate.ledger.read("draining") is None:
-                    self.log.warning(
-                        "Deadline %s passed with %d batch(es) unfinished: "
-                        "cancelling them and landing what finished",
-                        _iso(deadline),
-                        len(waiting),
-                    )
-                    for batch in waiting:
-                        backend.cancel(batch.id)
-                    gate.ledger.write("draining", {"at": time.time(), "batches": [b.id for b in waiting]})
-                return waiting
-            if past_deadline or gate.ledger.read("draining") is not None:
-                break
-            ids = gate.rebatch_candidates(round_)
-            if not ids:
-                break
-            if round_ + 1 >= self.max_rounds:
-                self.log.warning(
-                    "%d request(s) still need another round, but max_rounds=%d is reached",
-                    len(ids),
-                    self.max_rounds,
-                )
-                break
-            round_ += 1
-            gate.submit_round(round_, ids, backend, gate.manifest.get("endpoint"))
-        return gate.land(self.results_uri, deadline=_iso(deadline))
-
-    def _wait_trigger(self, gate: BatchGate, waiting: list[SubmittedBatch]) -> BatchTrigger:
-        draining = gate.ledger.read("draining") is not None
-        return BatchTrigger(
-            provider=gate.settings.provider,
-            conn_id=self._conn_id(gate),
-            batch_ids=[b.id for b in waiting],
-            poll_interval=self.poll_interval,
-            deadline=None if draining else self._deadline_at(gate),
-            stuck_after=self.stuck_after,
-            progress_every=self.progress_every,
-        )
-
-    def _finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        counts = manifest["counts"]
-        self.log.info(
-            "Landed %d rows at %s: %s; %d round(s); cost $%s vs $%s at standard (saved $%s)",
-            manifest["total"],
-            manifest["results_uri"],
-            counts,
-            manifest["rounds"],
-            manifest["cost_usd"],
-            manifest["standard_cost_usd"],
-            manifest["savings_usd"],
-        )
-        not_ok = manifest["total"] - counts["succeeded"]
-        if not_ok and self.fail_on_partial:
-            raise PartialResultsError(
-                f"{not_ok} of {manifest['total']} requests did not succeed ({counts}); the rows landed at "
-                f"{manifest['results_uri']}. Set fail_on_partial=False to accept partial results."
-            )
-        return manifest
-
     # -- Airflow entry points ---------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
         gate = self._gate(context)
-        outcome = self._advance(context, gate)
+        outcome = self._advance(gate)
         if isinstance(outcome, dict):
             return self._finish(outcome)
         self.defer(trigger=self._wait_trigger(gate, outcome), method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired; everything needed is re-read from state."""
-        event = event or {}
-        status = event.get("status")
-        if status == "error":
-            raise AirflowException(f"Polling {event.get('provider')} batches failed: {event.get('message')}")
-        if status == "stuck":
-            raise BatchStuckError(event.get("message", "a batch is stuck"))
+        self._check_event(event)
         return self.execute(context)
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
         gate = self._gate(context)
-        outcome = self._advance(context, gate)
+        outcome = self._advance(gate)
         if isinstance(outcome, dict):
             return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome))
         return False
-
-
-def _parse_iso(value: str) -> datetime.datetime:
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"deadline {value!r} is not an ISO 8601 datetime") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
-
-
-def _resolve_deadline(
-    deadline: datetime.datetime | datetime.timedelta | str | None, submitted_at: str | None
-) -> float | None:
-    if deadline is None:
-        return None
-    if isinstance(deadline, datetime.timedelta):
-        start = _parse_iso(submitted_at).timestamp() if submitted_at else time.time()
-        return start + deadline.total_seconds()
-    if isinstance(deadline, str):
-        return _parse_iso(deadline).timestamp()
-    if deadline.tzinfo is None:
-        deadline = deadline.replace(tzinfo=datetime.timezone.utc)
-    return deadline.timestamp()
-
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
