@@ -362,10 +362,14 @@ class PriceTable:
         required; ``cached_input`` (cache read), ``cache_write`` and ``cache_write_1h`` default
         to the provider's rules (see :meth:`ModelPrice.create`); ``effective`` (ISO date) defaults
         to "always". A model may list several dated entries. An entry with the same provider, model
-        and effective date as an existing one replaces it; other dates are kept.
+        and effective date as an existing one replaces it; other dates are kept. An undated entry
+        is the model's price on every date: it replaces all of the table's entries for that model
+        (otherwise a dated built-in entry would still win from its date on).
         """
-        overrides = _load_override_source(source)
-        return PriceTable([*self.prices(), *_parse_overrides(overrides)])
+        overrides = _parse_overrides(_load_override_source(source))
+        undated = {(p.provider, p.model) for p in overrides if p.effective == datetime.date.min}
+        kept = [p for p in self.prices() if (p.provider, p.model) not in undated]
+        return PriceTable([*kept, *overrides])
 
 
 def _as_date(on: datetime.date | None) -> datetime.date:

@@ -366,3 +366,12 @@ def test_no_warning_for_known_model(table):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert table.cost_usd("anthropic", "claude-opus-5-5", "batch", Usage(output_tokens=1000), NOV) == 0.01
+
+
+def test_undated_override_beats_a_dated_builtin_on_every_date() -> None:
+    override = {"anthropic": {"claude-haiku-5-5": {"input": 7, "output": 9}}}
+    table = default_price_table().with_overrides(override)
+    for day in (datetime.date(2026, 1, 1), datetime.date(2026, 10, 2), datetime.date(2030, 1, 1)):
+        price = table.lookup("anthropic", "claude-haiku-5-5", day)
+        assert price is not None
+        assert (price.input, price.output) == (7, 9)
