@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.backends.base import BatchStatus
 from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
 from airflow_provider_tokentier.workflow.submission import SubmittedBatch
@@ -43,6 +44,7 @@ class BatchWaitMixin:
         max_rounds: int
         fail_on_partial: bool
         results_uri: str | None
+        state_root: str | None
         poll_interval: float
         stuck_after: float | None
         progress_every: float
@@ -132,6 +134,7 @@ class BatchWaitMixin:
             manifest["standard_cost_usd"],
             manifest["savings_usd"],
         )
+        self._record_turnaround(manifest)
         not_ok = manifest["total"] - counts["succeeded"]
         if not_ok and self.fail_on_partial:
             raise PartialResultsError(
@@ -139,6 +142,20 @@ class BatchWaitMixin:
                 f"{manifest['results_uri']}. Set fail_on_partial=False to accept partial results."
             )
         return manifest
+
+    def _record_turnaround(self, manifest: dict[str, Any]) -> None:
+        # History feeds the router's p95; a re-landing is de-duplicated by the store.
+        if not (manifest.get("model") and manifest.get("submitted_at") and manifest["tiers"].get("batch")):
+            return
+        store = TurnaroundStore.from_state_root(self.state_root)
+        seconds = store.record_manifest(manifest)
+        if seconds is not None:
+            self.log.info(
+                "Recorded a %.0fs batch turnaround for %s/%s",
+                seconds,
+                manifest["provider"],
+                manifest["model"],
+            )
 
     @staticmethod
     def _check_event(event: dict[str, Any] | None) -> None:

@@ -142,6 +142,7 @@ class BatchSubmitOperator(BaseOperator):
             "state_uri": str(state_dir),
             "requests_uri": workload.requests_uri,
             "endpoint": workload.endpoint,
+            "model": workload.model,
             "fingerprint": workload.fingerprint,
             "total": workload.total,
             "batches": [b.to_dict() for b in batches],

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_tokentier.core.pricing import default_price_table
+from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.requests import PROVIDERS
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import (
@@ -135,9 +135,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
 
     def _gate(self, context: Any) -> BatchGate:
         manifest = self._manifest()
-        prices = default_price_table()
-        if self.prices is not None:
-            prices = prices.with_overrides(self.prices)
+        prices = resolve_price_table(self.prices)
         settings = GateSettings(
             provider=manifest["provider"], rebatch=self.rebatch, max_rounds=self.max_rounds, prices=prices
         )

@@ -317,6 +317,7 @@ class BatchGate:
             "savings_usd": savings_usd(standard, cost),
             "decision": None,
             "provider": self.settings.provider,
+            "model": self.manifest.get("model"),
             "submitted_at": self.manifest.get("submitted_at"),
             "finished_at": finished_at or datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "deadline": deadline,

@@ -73,6 +73,8 @@ class Workload:
     total: int
     requests_uri: str
     chunks: list[ChunkFile] = field(default_factory=list)
+    #: The first request's model: the workload's model for pricing history and routing.
+    model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class Workload:
             "total": self.total,
             "requests_uri": self.requests_uri,
             "chunks": [c.to_dict() for c in self.chunks],
+            "model": self.model,
         }
 
     @classmethod
@@ -93,6 +96,7 @@ class Workload:
             total=data["total"],
             requests_uri=data["requests_uri"],
             chunks=[ChunkFile(**c) for c in data["chunks"]],
+            model=data.get("model"),
         )
 
 
@@ -176,6 +180,7 @@ def prepare_workload(
     writer = _ChunkWriter(state_dir, 0, chunker)
     digest = hashlib.blake2b(digest_size=16)
     total = 0
+    model: str | None = None
     requests_path = state_dir / "requests.jsonl"
     requests_path.parent.mkdir(parents=True, exist_ok=True)
     rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
@@ -187,11 +192,15 @@ def prepare_workload(
             canonical.write(line + b"\n")
             writer.add(row["custom_id"], line, count_embedding_inputs(row) if provider == "openai" else 0)
             total += 1
-            if endpoint is None and provider == "openai":
-                endpoint = row["url"]
+            if total == 1:
+                model = (row.get("params") or row.get("body") or {}).get("model")
+                if endpoint is None and provider == "openai":
+                    endpoint = row["url"]
     if total == 0:
         raise ValueError("the workload has no requests; nothing to submit")
-    workload = Workload(provider, endpoint, digest.hexdigest(), total, str(requests_path), writer.finish())
+    workload = Workload(
+        provider, endpoint, digest.hexdigest(), total, str(requests_path), writer.finish(), model
+    )
     ledger.write("workload", workload.to_dict())
     return workload
 
