@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.backends.base import BatchStatus
+from airflow_provider_tokentier.backends.interactive import run_interactive
+from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
@@ -24,6 +27,13 @@ from airflow_provider_tokentier.workflow.submission import SubmittedBatch
 
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
+
+
+#: The tiers a deadline rescue can move unfinished requests to.
+RESCUE_TIERS = (None, "flex", "standard")
+
+#: Output tokens per request assumed when sizing a rescue margin from request bytes alone.
+RESCUE_OUTPUT_TOKENS_GUESS = 512
 
 
 class PartialResultsError(AirflowException):
@@ -48,6 +58,8 @@ class BatchWaitMixin:
         poll_interval: float
         stuck_after: float | None
         progress_every: float
+        rescue_tier: str | None
+        rescue_margin: float | None
 
     def _conn_id(self, gate: BatchGate) -> str | None:
         return self.conn_id or gate.manifest.get("conn_id")
@@ -62,9 +74,68 @@ class BatchWaitMixin:
         gate.ledger.write("deadline", {"at": at})
         return at
 
+    def _rescue_at(self, gate: BatchGate, deadline: float | None) -> float | None:
+        """When to give up on the batch tier and rescue the rest: the deadline minus a margin.
+
+        The margin (``rescue_margin``, else estimated from the workload size, the rescue tier's
+        throughput and the provider's cancel latency) is fixed in state at the first run.
+        """
+        if deadline is None or self.rescue_tier is None:
+            return None
+        if self.rescue_tier == "flex" and gate.settings.provider != "openai":
+            raise ValueError(f"rescue_tier='flex' needs OpenAI; {gate.settings.provider} has no flex tier")
+        stored = gate.ledger.read("rescue")
+        if stored is None:
+            margin = self.rescue_margin
+            if margin is None:
+                total = int(gate.manifest.get("total") or 1)
+                request_bytes = sum(b.bytes for b in gate.batches_of(0))
+                margin = estimate_rescue_margin_s(
+                    gate.settings.provider,
+                    total,
+                    max(1, request_bytes // max(total, 1) // 4),
+                    RESCUE_OUTPUT_TOKENS_GUESS,
+                    rescue_tier=self.rescue_tier,
+                )
+            stored = {"margin_s": margin, "tier": self.rescue_tier}
+            gate.ledger.write("rescue", stored)
+            self.log.info(
+                "Deadline rescue: unfinished requests move to %s at %s (%.0fs before the deadline)",
+                self.rescue_tier,
+                iso(deadline - margin),
+                margin,
+            )
+        return deadline - float(stored["margin_s"])
+
+    def _run_rescue(self, gate: BatchGate, round_: int) -> None:
+        ids = gate.rescue_candidates(round_)
+        if not ids or self.rescue_tier is None:
+            return
+        provider = gate.settings.provider
+        tier = self.rescue_tier
+        hook = provider_hook(provider, self._conn_id(gate))
+        options = hook.client_options()  # read the connection here, not on the executor's loop
+        self.log.warning("Deadline rescue: running %d request(s) on the %s tier", len(ids), tier)
+
+        def run(rows: Iterator[dict[str, Any]], out: IO[bytes]) -> Any:
+            return run_interactive(
+                rows,
+                provider=provider,
+                tier=tier,
+                client=lambda: hook.build_async_client(options),
+                out=out,
+                logger=self.log,
+                total=len(ids),
+                endpoint=gate.manifest.get("endpoint"),
+                prices=gate.settings.prices,
+            )
+
+        gate.rescue(round_ + 1, ids, tier, run)
+
     def _advance(self, gate: BatchGate) -> list[SubmittedBatch] | dict[str, Any]:
         """Do everything possible now; return the batches to wait on, or the landed manifest."""
         deadline = self._deadline_at(gate)
+        rescue_at = self._rescue_at(gate, deadline)
         landed = gate.ledger.read("landed")
         if landed is not None:
             self.log.info(
@@ -81,9 +152,25 @@ class BatchWaitMixin:
                 if statuses[batch.id].ended:
                     gate.harvest(batch, statuses[batch.id], backend)
             waiting = [b for b in pending if not statuses[b.id].ended]
-            past_deadline = deadline is not None and time.time() >= deadline
+            now = time.time()
+            past_deadline = deadline is not None and now >= deadline
+            rescue_due = rescue_at is not None and now >= rescue_at
             if waiting:
-                if past_deadline and gate.ledger.read("draining") is None:
+                if rescue_due and gate.ledger.read("draining") is None:
+                    self.log.warning(
+                        "Rescue time %s reached with %d batch(es) unfinished: cancelling them, then "
+                        "running what did not finish on %s",
+                        iso(rescue_at),
+                        len(waiting),
+                        self.rescue_tier,
+                    )
+                    for batch in waiting:
+                        backend.cancel(batch.id)
+                    gate.ledger.write(
+                        "draining",
+                        {"at": now, "batches": [b.id for b in waiting], "rescue": self.rescue_tier},
+                    )
+                elif past_deadline and gate.ledger.read("draining") is None:
                     self.log.warning(
                         "Deadline %s passed with %d batch(es) unfinished: "
                         "cancelling them and landing what finished",
@@ -94,7 +181,12 @@ class BatchWaitMixin:
                         backend.cancel(batch.id)
                     gate.ledger.write("draining", {"at": time.time(), "batches": [b.id for b in waiting]})
                 return waiting
-            if past_deadline or gate.ledger.read("draining") is not None:
+            draining = gate.ledger.read("draining")
+            if rescue_due or (draining is not None and draining.get("rescue")):
+                if not gate.is_rescue_round(round_):
+                    self._run_rescue(gate, round_)
+                break
+            if past_deadline or draining is not None:
                 break
             ids = gate.rebatch_candidates(round_)
             if not ids:
@@ -112,12 +204,14 @@ class BatchWaitMixin:
 
     def _wait_trigger(self, gate: BatchGate, waiting: list[SubmittedBatch]) -> BatchTrigger:
         draining = gate.ledger.read("draining") is not None
+        deadline = self._deadline_at(gate)
+        wake_at = self._rescue_at(gate, deadline) or deadline
         return BatchTrigger(
             provider=gate.settings.provider,
             conn_id=self._conn_id(gate),
             batch_ids=[b.id for b in waiting],
             poll_interval=self.poll_interval,
-            deadline=None if draining else self._deadline_at(gate),
+            deadline=None if draining else wake_at,
             stuck_after=self.stuck_after,
             progress_every=self.progress_every,
         )

@@ -12,6 +12,7 @@ from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.requests import PROVIDERS
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import (
+    RESCUE_TIERS,
     BatchStuckError,
     BatchWaitMixin,
     PartialResultsError,
@@ -54,6 +55,13 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         before the task fails as stuck (default 6 h; None disables).
     :param progress_every: seconds between progress lines in the task log (default 300).
     :param prices: price overrides (dict, JSON string or path) for cost accounting.
+    :param rescue_tier: ``"flex"`` (OpenAI) or ``"standard"``: when the deadline comes within
+        ``rescue_margin``, cancel the outstanding batches, harvest their partial output and run
+        only the remaining requests on this tier, so every row lands before the deadline.
+        None (default) just stops at the deadline.
+    :param rescue_margin: seconds (or a timedelta) before the deadline to start the rescue;
+        default: estimated from the request count, the rescue tier's throughput and the
+        provider's cancel latency.
     :param deferrable: wait in the triggerer (default True) or reschedule between pokes.
     """
 
@@ -77,6 +85,8 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         stuck_after: float | None = 6 * 3600.0,
         progress_every: float = 300.0,
         prices: Any = None,
+        rescue_tier: str | None = None,
+        rescue_margin: datetime.timedelta | float | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -96,6 +106,14 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
             raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
         if stuck_after is not None and stuck_after <= 0:
             raise ValueError(f"stuck_after must be positive or None, got {stuck_after!r}")
+        if rescue_tier not in RESCUE_TIERS:
+            raise ValueError(f"rescue_tier must be one of {RESCUE_TIERS}, got {rescue_tier!r}")
+        if rescue_tier == "flex" and provider == "anthropic":
+            raise ValueError("rescue_tier='flex' needs OpenAI; Anthropic has no flex tier")
+        if isinstance(rescue_margin, datetime.timedelta):
+            rescue_margin = rescue_margin.total_seconds()
+        if rescue_margin is not None and rescue_margin < 0:
+            raise ValueError(f"rescue_margin must not be negative, got {rescue_margin!r}")
         if isinstance(deadline, str):
             parse_iso(deadline)  # fail at parse time, not hours later
         self.submission = submission
@@ -112,6 +130,8 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.stuck_after = stuck_after
         self.progress_every = progress_every
         self.prices = prices
+        self.rescue_tier = rescue_tier
+        self.rescue_margin = rescue_margin
         self.deferrable = deferrable
 
     # -- set-up --------------------------------------------------------------------------------

@@ -14,14 +14,14 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_tokentier.core.jsonl import dumps_line
+from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable, savings_usd, sum_usd
 from airflow_provider_tokentier.core.results import (
     OutcomeCounts,
@@ -224,6 +224,64 @@ class BatchGate:
                 if self.needs_rebatch(head.status, head.error):
                     ids.add(head.custom_id)
         return ids
+
+    def is_rescue_round(self, round_: int) -> bool:
+        record = self.ledger.read(f"round-{round_:02d}") if round_ else None
+        return bool(record and record.get("rescue"))
+
+    def rescue_candidates(self, round_: int) -> set[str]:
+        """Requests of ``round_`` without a usable result that a faster tier could still produce."""
+        ids: set[str] = set()
+        for batch in self.batches_of(round_):
+            for head in self._row_heads(self.outcome_path(batch)):
+                unfinished = head.status in ("expired", "missing", "canceled")
+                retryable = head.status == "errored" and bool(head.error and head.error.get("retryable"))
+                if unfinished or retryable:
+                    ids.add(head.custom_id)
+        return ids
+
+    def rescue(
+        self,
+        round_: int,
+        ids: set[str],
+        tier: str,
+        run: Callable[[Iterator[dict[str, Any]], IO[bytes]], Any],
+    ) -> None:
+        """Run ``ids`` of the previous round on ``tier`` now, as round ``round_`` (once).
+
+        ``run(rows, out)`` executes normalized request rows and writes result rows to ``out``.
+        The rescue round is recorded like a batch round (a request file, an outcome file and a
+        ledger entry), so landing merges it the same way and a retry does not run it twice.
+        """
+        if self.ledger.read(f"round-{round_:02d}") is not None:
+            return
+        chunk = write_chunks(
+            (
+                (custom_id, line)
+                for batch in self.batches_of(round_ - 1)
+                for custom_id, _model, line in request_ids(batch.uri)
+                if custom_id in ids
+            ),
+            provider=self.settings.provider,
+            state_dir=self.state_dir,
+            round_=round_,
+            caps={"max_requests": max(len(ids), 1), "max_bytes": 1 << 62},
+        )[0]
+        batch = SubmittedBatch(
+            f"rescue-{tier}-r{round_:02d}", round_, 0, chunk.requests, chunk.bytes, chunk.uri
+        )
+        target = self.outcome_path(batch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+        rows = (loads_line(line) for _cid, _model, line in request_ids(chunk.uri))
+        with partial.open("wb") as out:
+            run(rows, out)
+        partial.rename(target)
+        self.ledger.record_submitted(round_, 0, batch.to_dict())
+        self.ledger.write(
+            f"round-{round_:02d}", {"requests": len(ids), "batches": [batch.id], "rescue": tier}
+        )
+        log.info("Rescue: ran %d request(s) on the %s tier as round %d", len(ids), tier, round_)
 
     def submit_round(
         self, round_: int, ids: set[str], backend: Any, endpoint: str | None
