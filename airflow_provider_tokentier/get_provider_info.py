@@ -39,6 +39,22 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "tokentier",
+                "python-modules": [
+                    "airflow_provider_tokentier.operators.batch",
+                    "airflow_provider_tokentier.operators.flex",
+                    "airflow_provider_tokentier.operators.tiered",
+                ],
+            }
+        ],
+        "sensors": [
+            {"integration-name": "tokentier", "python-modules": ["airflow_provider_tokentier.sensors.batch"]}
+        ],
+        "triggers": [
+            {"integration-name": "tokentier", "python-modules": ["airflow_provider_tokentier.triggers.batch"]}
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_tokentier.hooks.anthropic.TokentierAnthropicHook",

@@ -126,6 +126,8 @@ class BatchWaitMixin:
                 out=out,
                 logger=self.log,
                 total=len(ids),
+                round_=round_ + 1,
+                deadline=self._deadline_at(gate),
                 endpoint=gate.manifest.get("endpoint"),
                 prices=gate.settings.prices,
             )

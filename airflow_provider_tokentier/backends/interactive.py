@@ -43,7 +43,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import anthropic
 import openai
@@ -265,6 +265,8 @@ class InteractiveExecutor:
     :param prices: price table for row costs (default: the built-in table).
     :param deadline: unix time after which no back-off sleeps any more: a waiting flex request
         falls back (or fails) at once, a transient error lands errored (retryable).
+    :param round_: the ``round`` stamped on result rows (0; a deadline rescue run as round N of a
+        batch workload passes N).
     """
 
     def __init__(
@@ -284,6 +286,7 @@ class InteractiveExecutor:
         backoff: Backoff | None = None,
         prices: PriceTable | None = None,
         deadline: float | None = None,
+        round_: int = 0,
     ) -> None:
         check_interactive_options(
             provider=provider,
@@ -309,6 +312,7 @@ class InteractiveExecutor:
         self.backoff = backoff or Backoff()
         self.prices = prices
         self.deadline = deadline
+        self.round = round_
         self.stats = ExecutorStats()
         self._rng = random.Random()
         self._non_flex_models: set[str] = set()
@@ -351,7 +355,7 @@ class InteractiveExecutor:
         if self.tier != "flex" or self.non_flex_model != "error":
             return
         endpoint, payload = self._request_of(row)
-        reason = self._known_non_flex(endpoint, str(payload.get("model")))
+        reason = self._known_non_flex(endpoint, str(payload.get("model")), learned=False)
         if reason is not None:
             raise NonFlexModelError(
                 f"request {row.get('custom_id')!r}: {reason}; nothing was sent. Use "
@@ -410,10 +414,11 @@ class InteractiveExecutor:
             raise ValueError(f"request {row.get('custom_id')!r} has no url and no endpoint was given")
         return str(endpoint), dict(row["body"])
 
-    def _known_non_flex(self, endpoint: str, model: str) -> str | None:
+    def _known_non_flex(self, endpoint: str, model: str, *, learned: bool = True) -> str | None:
+        """Why ``model`` at ``endpoint`` cannot run on flex, or None; ``learned`` adds what the API said."""
         if endpoint not in FLEX_ENDPOINTS:
             return f"the {endpoint} endpoint has no flex tier"
-        if model in self._non_flex_models:
+        if learned and model in self._non_flex_models:
             return f"model {model!r} has no flex tier (the API refused an earlier flex request for it)"
         if self.flex_models is not None and not model_offers_flex(model, self.flex_models):
             return f"model {model!r} is not among the models known to offer flex"
@@ -442,6 +447,7 @@ class InteractiveExecutor:
             tier=tier,
             provider=self.provider,
             model=served_model if isinstance(served_model, str) and served_model else model,
+            round=self.round,
             response=response,
             usage=usage,
             prices=self.prices,
@@ -457,6 +463,7 @@ class InteractiveExecutor:
             tier=self.tier,
             provider=self.provider,
             model=model,
+            round=self.round,
             error={"type": error_type, "message": message, "retryable": retryable},
             prices=self.prices,
         )
@@ -662,6 +669,7 @@ class ResultTally:
         submitted_at: str | None,
         finished_at: str | None = None,
         deadline: str | None = None,
+        model: str | None = None,
         rounds: int = 1,
         batches: list[str] | None = None,
         decision: Mapping[str, Any] | None = None,
@@ -681,6 +689,7 @@ class ResultTally:
             "savings_usd": savings_usd(standard, cost),
             "decision": None if decision is None else dict(decision),
             "provider": provider,
+            "model": model,
             "submitted_at": submitted_at,
             "finished_at": finished_at or _now_iso(),
             "deadline": deadline,
@@ -706,6 +715,13 @@ def _now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+class InfoLogger(Protocol):
+    """Anything with ``info(msg, *args)``: a stdlib logger, an adapter, Airflow's task logger."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any:
+        """Log ``msg % args`` at INFO."""
+
+
 #: An async SDK client, or a zero-argument callable (sync or async) that builds one.
 ClientSource = Any
 
@@ -718,24 +734,35 @@ async def arun_interactive(
     client: ClientSource,
     out: IO[bytes],
     results_uri: str,
-    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    logger: InfoLogger | None = None,
     progress_every: int = DEFAULT_PROGRESS_EVERY,
     total: int | None = None,
     deadline_iso: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Async :func:`run_interactive` (same arguments), for callers already on an event loop."""
-    logger = logger or log
+    logger = logger if logger is not None else log
     submitted_at = _now_iso()
     owns_client = callable(client)
     sdk_client = client() if owns_client else client
     if inspect.isawaitable(sdk_client):
         sdk_client = await sdk_client
     tally = ResultTally()
+    models: list[str] = []
+
+    def tap(source: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
+        """Note the workload's model (the first row's requested model) for the manifest."""
+        for row in source:
+            if not models:
+                payload = row.get("params") if provider == "anthropic" else row.get("body")
+                model = (payload or {}).get("model")
+                models.append(model if isinstance(model, str) else "")
+            yield row
+
     try:
         executor = InteractiveExecutor(provider=provider, tier=tier, client=sdk_client, **options)
         of_total = f"/{total}" if total is not None else ""
-        async for row in executor.iter_results(rows):
+        async for row in executor.iter_results(tap(rows)):
             out.write(dumps_line(row) + b"\n")
             tally.add(row)
             if progress_every > 0 and tally.total % progress_every == 0:
@@ -753,7 +780,11 @@ async def arun_interactive(
             await sdk_client.close()
     logger.info("%s %s done: %s; wire: %s", provider, tier, tally.summary(), executor.stats.to_dict())
     return tally.manifest(
-        results_uri=results_uri, provider=provider, submitted_at=submitted_at, deadline=deadline_iso
+        results_uri=results_uri,
+        provider=provider,
+        model=(models[0] or None) if models else None,
+        submitted_at=submitted_at,
+        deadline=deadline_iso,
     )
 
 
@@ -765,7 +796,7 @@ def run_interactive(
     client: ClientSource,
     out: IO[bytes] | str | os.PathLike[str],
     results_uri: str | None = None,
-    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    logger: InfoLogger | None = None,
     progress_every: int = DEFAULT_PROGRESS_EVERY,
     total: int | None = None,
     deadline_iso: str | None = None,
@@ -787,9 +818,10 @@ def run_interactive(
     :param deadline_iso: recorded as the manifest's ``deadline``.
     :param options: :class:`InteractiveExecutor` options (``max_concurrency``, ``flex_patience``,
         ``on_unavailable``, ``non_flex_model``, ``flex_models``, ``request_timeout``,
-        ``max_attempts``, ``backoff``, ``prices``, ``deadline``, ``endpoint``).
+        ``max_attempts``, ``backoff``, ``prices``, ``deadline``, ``endpoint``, ``round_``).
 
-    The manifest has the batch sensor's keys: ``rounds`` 1, ``batches`` [], ``decision`` None.
+    The manifest has the batch sensor's keys: ``rounds`` 1, ``batches`` [], ``decision`` None,
+    ``model`` the first request's model.
     """
     check_interactive_options(
         provider=provider,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
@@ -104,47 +104,72 @@ class BatchSubmitOperator(BaseOperator):
         return self.requests
 
     def execute(self, context: Any) -> dict[str, Any]:
-        hook = provider_hook(self.provider, self.conn_id)
-        state_dir = state_dir_for(context, self.state_root)
-        workload = prepare_workload(
+        return submit_workload(
+            context,
             self._open_rows,
             provider=self.provider,
-            state_dir=state_dir,
+            conn_id=self.conn_id,
             endpoint=self.endpoint,
-            default_model=self.model,
+            model=self.model,
+            state_root=self.state_root,
             caps=self.caps,
             safety_margin=self.safety_margin,
+            log=self.log,
         )
-        self.log.info(
-            "Validated %d requests into %d batch(es) (state: %s)",
-            workload.total,
-            len(workload.chunks),
-            state_dir,
-        )
-        ledger = Ledger(state_dir)
-        backend = batch_backend(self.provider, hook.get_client())
-        batches = submit_chunks(
-            workload.chunks,
-            backend=backend,
-            ledger=ledger,
-            task_key=task_key(context),
-            fingerprint=workload.fingerprint,
-            endpoint=workload.endpoint,
-        )
-        first_intent = min(
-            (float(r["at"]) for n in ledger.names("intent-") if (r := ledger.read(n)) is not None),
-            default=None,
-        )
-        submitted_at = datetime.datetime.fromtimestamp(first_intent or 0, datetime.timezone.utc).isoformat()
-        return {
-            "provider": self.provider,
-            "conn_id": hook.conn_id,
-            "state_uri": str(state_dir),
-            "requests_uri": workload.requests_uri,
-            "endpoint": workload.endpoint,
-            "model": workload.model,
-            "fingerprint": workload.fingerprint,
-            "total": workload.total,
-            "batches": [b.to_dict() for b in batches],
-            "submitted_at": submitted_at,
-        }
+
+
+def submit_workload(
+    context: Any,
+    open_rows: Callable[[], Iterable[Mapping[str, Any]]],
+    *,
+    provider: str,
+    conn_id: str | None,
+    endpoint: str | None,
+    model: str | None,
+    state_root: str | None,
+    caps: Mapping[str, int | None],
+    safety_margin: float,
+    log: Any,
+) -> dict[str, Any]:
+    """Validate, chunk and submit a workload retry-safely; return the submission manifest."""
+    hook = provider_hook(provider, conn_id)
+    state_dir = state_dir_for(context, state_root)
+    workload = prepare_workload(
+        open_rows,
+        provider=provider,
+        state_dir=state_dir,
+        endpoint=endpoint,
+        default_model=model,
+        caps=caps,
+        safety_margin=safety_margin,
+    )
+    log.info(
+        "Validated %d requests into %d batch(es) (state: %s)", workload.total, len(workload.chunks), state_dir
+    )
+    ledger = Ledger(state_dir)
+    backend = batch_backend(provider, hook.get_client())
+    batches = submit_chunks(
+        workload.chunks,
+        backend=backend,
+        ledger=ledger,
+        task_key=task_key(context),
+        fingerprint=workload.fingerprint,
+        endpoint=workload.endpoint,
+    )
+    first_intent = min(
+        (float(r["at"]) for n in ledger.names("intent-") if (r := ledger.read(n)) is not None),
+        default=None,
+    )
+    submitted_at = datetime.datetime.fromtimestamp(first_intent or 0, datetime.timezone.utc).isoformat()
+    return {
+        "provider": provider,
+        "conn_id": hook.conn_id,
+        "state_uri": str(state_dir),
+        "requests_uri": workload.requests_uri,
+        "endpoint": workload.endpoint,
+        "model": workload.model,
+        "fingerprint": workload.fingerprint,
+        "total": workload.total,
+        "batches": [b.to_dict() for b in batches],
+        "submitted_at": submitted_at,
+    }

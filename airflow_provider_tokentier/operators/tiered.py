@@ -1,0 +1,332 @@
+"""`TieredInferenceOperator`: ask the router, then run the workload on the tier it picked."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from airflow_provider_tokentier.backends.interactive import run_interactive
+from airflow_provider_tokentier.config import resolve_price_table
+from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS, iter_validated
+from airflow_provider_tokentier.core.results import TIERS
+from airflow_provider_tokentier.core.routing import (
+    DEFAULT_MIN_BATCH_SAVINGS_USD,
+    choose_tier,
+    parse_duration,
+    profile_from_requests,
+)
+from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.operators.batch import submit_workload
+from airflow_provider_tokentier.state.history import TurnaroundStore
+from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.taskstate import state_dir_for, task_key
+from airflow_provider_tokentier.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
+from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
+from airflow_provider_tokentier.workflow.submission import iter_jsonl
+
+#: The budget a forced tier is described with when none is given: the 24 h batch window.
+FORCED_TIER_BUDGET_S = 24 * 3600.0
+
+
+class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
+    """Run an LLM workload on the cheapest tier whose turnaround it can tolerate.
+
+    The router (`airflow_provider_tokentier.core.routing.choose_tier`) weighs the latency
+    budget or deadline, the volume and token estimates, caching, the batch stages still ahead
+    and the observed batch turnaround of this provider/model, and picks ``standard``, ``flex``
+    or ``batch``; the decision and its reasons go to the task log and the returned manifest.
+    Flex and standard run in the worker; batch submits retry-safely and waits in the
+    triggerer, re-batching and rescuing exactly like `BatchSensor`. Either way it returns the
+    same results manifest (plus ``decision``). The decision is stored with the task's state, so
+    a retry keeps the tier it started on.
+
+    :param provider: ``"anthropic"`` or ``"openai"``.
+    :param requests: request rows (list or XCom), as for `BatchSubmitOperator`; or
+    :param requests_uri: a JSONL file of rows on any ObjectStoragePath URI (streamed).
+    :param conn_id: connection id (default ``anthropic_default`` / ``openai_default``).
+    :param endpoint: OpenAI endpoint for rows without ``url``.
+    :param model: default model for rows without one.
+    :param latency_budget: how long the output may take: a timedelta, seconds, or ``"500ms"``,
+        ``"15m"``, ``"8h"``, ``"2d"``. Also the deadline of the batch wait when no ``deadline``.
+    :param deadline: when the output is needed: datetime, ISO string, or timedelta from now.
+    :param interactive: a human or an agent loop waits on the output (forces standard).
+    :param cached_input_ratio: share of input tokens cached on the synchronous path (0..1).
+    :param chained_batch_stages: batch stages from this one to the consumer, this one included.
+    :param min_batch_savings_usd: below this expected saving, batch is not worth its latency.
+    :param output_tokens_per_request: output estimate (default: the rows' ``max_tokens``).
+    :param tier: force a tier (``"standard"``, ``"flex"``, ``"batch"``), overriding the router.
+    :param rescue_tier: batch path only: ``"flex"`` or ``"standard"`` to finish before the deadline.
+    :param rescue_margin: seconds (or a timedelta) before the deadline to start the rescue.
+    :param rebatch: batch path: ``"expired"``, ``"expired+retryable"`` or ``"none"``.
+    :param max_rounds: batch path: rounds including the first submission (3).
+    :param fail_on_partial: fail (after landing the rows) when any request did not succeed (True).
+    :param poll_interval: batch path: seconds between polls (60).
+    :param stuck_after: batch path: seconds before a non-moving batch fails the task (6 h).
+    :param progress_every: batch path: seconds between progress log lines (300).
+    :param max_concurrency: flex/standard: requests in flight at once (16).
+    :param flex_patience: flex: seconds to keep retrying "resource unavailable" before falling
+        back to standard (per request).
+    :param max_requests_per_batch: batch cap override (as `BatchSubmitOperator`).
+    :param max_bytes_per_batch: batch cap override.
+    :param results_uri: where rows land (default ``results.jsonl`` in the task's state dir).
+    :param state_root: as for `BatchSubmitOperator`.
+    :param prices: price overrides (dict, JSON string or path).
+    """
+
+    template_fields: Sequence[str] = (
+        "requests",
+        "requests_uri",
+        "model",
+        "endpoint",
+        "deadline",
+        "results_uri",
+        "state_root",
+    )
+    ui_color = "#f5e6d5"
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        requests: Any = None,
+        requests_uri: str | None = None,
+        conn_id: str | None = None,
+        endpoint: str | None = None,
+        model: str | None = None,
+        latency_budget: datetime.timedelta | float | str | None = None,
+        deadline: datetime.datetime | datetime.timedelta | str | None = None,
+        interactive: bool = False,
+        cached_input_ratio: float = 0.0,
+        chained_batch_stages: int = 1,
+        min_batch_savings_usd: float = DEFAULT_MIN_BATCH_SAVINGS_USD,
+        output_tokens_per_request: int | None = None,
+        tier: str | None = None,
+        rescue_tier: str | None = None,
+        rescue_margin: datetime.timedelta | float | None = None,
+        rebatch: str = "expired",
+        max_rounds: int = 3,
+        fail_on_partial: bool = True,
+        poll_interval: float = 60.0,
+        stuck_after: float | None = 6 * 3600.0,
+        progress_every: float = 300.0,
+        max_concurrency: int = 16,
+        flex_patience: float | None = None,
+        max_requests_per_batch: int | None = None,
+        max_bytes_per_batch: int | None = None,
+        results_uri: str | None = None,
+        state_root: str | None = None,
+        prices: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+        if (requests is None) == (requests_uri is None):
+            raise ValueError(
+                "give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)"
+            )
+        if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+        if tier is not None and tier not in TIERS:
+            raise ValueError(f"tier must be one of {TIERS} or None, got {tier!r}")
+        if tier == "flex" and provider != "openai":
+            raise ValueError("tier='flex' needs OpenAI; Anthropic has no flex tier")
+        if rescue_tier not in RESCUE_TIERS:
+            raise ValueError(f"rescue_tier must be one of {RESCUE_TIERS}, got {rescue_tier!r}")
+        if rescue_tier == "flex" and provider != "openai":
+            raise ValueError("rescue_tier='flex' needs OpenAI; Anthropic has no flex tier")
+        if rebatch not in REBATCH_POLICIES:
+            raise ValueError(f"rebatch must be one of {REBATCH_POLICIES}, got {rebatch!r}")
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds!r}")
+        if not 0.0 <= cached_input_ratio <= 1.0:
+            raise ValueError(f"cached_input_ratio must be between 0 and 1, got {cached_input_ratio!r}")
+        if chained_batch_stages < 1:
+            raise ValueError(f"chained_batch_stages must be at least 1, got {chained_batch_stages!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+        budget = (
+            latency_budget.total_seconds()
+            if isinstance(latency_budget, datetime.timedelta)
+            else latency_budget
+        )
+        self.latency_budget_s = None if budget is None else parse_duration(budget)
+        if self.latency_budget_s is not None and self.latency_budget_s <= 0:
+            raise ValueError(f"latency_budget must be positive, got {latency_budget!r}")
+        if isinstance(deadline, datetime.datetime | str):
+            resolved = resolve_deadline(deadline, None)
+            if resolved is not None and resolved <= time.time() and not isinstance(deadline, str):
+                raise ValueError(f"deadline {deadline} is already in the past")
+        if isinstance(rescue_margin, datetime.timedelta):
+            rescue_margin = rescue_margin.total_seconds()
+        self.provider = provider
+        self.requests = requests
+        self.requests_uri = requests_uri
+        self.conn_id = conn_id
+        self.endpoint = endpoint if provider == "openai" else None
+        self.model = model
+        self.deadline = deadline
+        self.interactive = interactive
+        self.cached_input_ratio = cached_input_ratio
+        self.chained_batch_stages = chained_batch_stages
+        self.min_batch_savings_usd = min_batch_savings_usd
+        self.output_tokens_per_request = output_tokens_per_request
+        self.tier = tier
+        self.rescue_tier = rescue_tier
+        self.rescue_margin = rescue_margin
+        self.rebatch = rebatch
+        self.max_rounds = max_rounds
+        self.fail_on_partial = fail_on_partial
+        self.poll_interval = poll_interval
+        self.stuck_after = stuck_after
+        self.progress_every = progress_every
+        self.max_concurrency = max_concurrency
+        self.flex_patience = flex_patience
+        self.caps = {"max_requests": max_requests_per_batch, "max_bytes": max_bytes_per_batch}
+        self.results_uri = results_uri
+        self.state_root = state_root
+        self.prices = prices
+
+    # -- rows ----------------------------------------------------------------------------------
+    def _open_rows(self) -> Iterable[Mapping[str, Any]]:
+        if self.requests_uri is not None:
+            return iter_jsonl(ObjectStoragePath(self.requests_uri))
+        if isinstance(self.requests, Mapping) or not isinstance(self.requests, Iterable):
+            raise TypeError(f"`requests` must be a list of request rows, got {type(self.requests).__name__}")
+        return self.requests
+
+    def _validated(self) -> Iterable[dict[str, Any]]:
+        return iter_validated(
+            self._open_rows(), self.provider, endpoint=self.endpoint, default_model=self.model
+        )
+
+    # -- decision ------------------------------------------------------------------------------
+    def _decide(self, ledger: Ledger) -> dict[str, Any]:
+        """Route once per task instance: a retry keeps the tier it started on."""
+        stored = ledger.read("decision")
+        if stored is not None:
+            return stored
+        now = datetime.datetime.now(datetime.timezone.utc)
+        deadline_at = resolve_deadline(self.deadline, now.isoformat())
+        if deadline_at is None and self.latency_budget_s is not None:
+            deadline_at = now.timestamp() + self.latency_budget_s
+        if deadline_at is not None and deadline_at <= now.timestamp():
+            raise ValueError(f"deadline {iso(deadline_at)} is already in the past")
+        budget_s = self.latency_budget_s
+        if self.tier is not None and budget_s is None and deadline_at is None and not self.interactive:
+            # A forced tier needs no budget, but the profile still describes one: the batch window.
+            budget_s = FORCED_TIER_BUDGET_S
+        first = next(iter(self._validated()), None)
+        if first is None:
+            raise ValueError("the workload has no requests")
+        # Validation fills a missing model from `model`, so every validated row names one.
+        model = str((first.get("params") or first.get("body") or {})["model"])
+        profile = profile_from_requests(
+            self._validated(),  # a full validation pass: a bad row fails here, before any paid call
+            provider=self.provider,
+            model=model,
+            output_tokens_per_request=self.output_tokens_per_request,
+            latency_budget_s=budget_s,
+            deadline=None
+            if deadline_at is None
+            else datetime.datetime.fromtimestamp(deadline_at, datetime.timezone.utc),
+            interactive=self.interactive,
+            cached_input_ratio=self.cached_input_ratio,
+            chained_batch_stages=self.chained_batch_stages,
+            min_batch_savings_usd=self.min_batch_savings_usd,
+            concurrency=self.max_concurrency,
+        )
+        history = TurnaroundStore.from_state_root(self.state_root).load(self.provider, model)
+        decision = choose_tier(
+            profile,
+            history=history,
+            prices=resolve_price_table(self.prices),
+            now=now,
+            rescue_margin_s=self.rescue_margin,
+            force_tier=self.tier,
+        ).to_dict()
+        ledger.write("decision", decision)
+        ledger.write("deadline", {"at": deadline_at})
+        return decision
+
+    # -- Airflow entry points ---------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        state_dir = state_dir_for(context, self.state_root)
+        ledger = Ledger(state_dir)
+        fresh = ledger.read("decision") is None
+        decision = self._decide(ledger)
+        if fresh:
+            self.log.info("Router chose %s: %s", decision["tier"].upper(), " ".join(decision["reasons"]))
+            self.log.info("Estimated cost per tier: %s", decision["estimated_cost_usd"])
+        if decision["tier"] == "batch":
+            return self._run_batch(context, ledger, decision)
+        return self._finish({**self._run_interactive(context, decision["tier"]), "decision": decision})
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        """Resume the batch path after the trigger fired; everything is re-read from state."""
+        self._check_event(event)
+        return self.execute(context)
+
+    def _run_batch(self, context: Any, ledger: Ledger, decision: dict[str, Any]) -> Any:
+        submission = ledger.read("submission")
+        if submission is None:
+            submission = submit_workload(
+                context,
+                self._open_rows,
+                provider=self.provider,
+                conn_id=self.conn_id,
+                endpoint=self.endpoint,
+                model=self.model,
+                state_root=self.state_root,
+                caps=self.caps,
+                safety_margin=DEFAULT_SAFETY_MARGIN,
+                log=self.log,
+            )
+            ledger.write("submission", submission)
+        gate = BatchGate(
+            manifest=submission,
+            state_dir=ledger.state_dir,
+            settings=GateSettings(
+                provider=self.provider,
+                rebatch=self.rebatch,
+                max_rounds=self.max_rounds,
+                prices=resolve_price_table(self.prices),
+                caps=self.caps,
+            ),
+            task_key=task_key(context),
+        )
+        outcome = self._advance(gate)
+        if isinstance(outcome, dict):
+            return self._finish({**outcome, "decision": decision})
+        self.defer(trigger=self._wait_trigger(gate, outcome), method_name="execute_complete")
+
+    def _run_interactive(self, context: Any, tier: str) -> dict[str, Any]:
+        target = (
+            ObjectStoragePath(self.results_uri)
+            if self.results_uri
+            else state_dir_for(context, self.state_root) / "results.jsonl"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        hook = provider_hook(self.provider, self.conn_id)
+        client_options = hook.client_options()  # read the connection here, not on the event loop
+        options: dict[str, Any] = {"max_concurrency": self.max_concurrency}
+        if self.flex_patience is not None:
+            options["flex_patience"] = self.flex_patience
+        with target.open("wb") as out:
+            return run_interactive(
+                self._validated(),
+                provider=self.provider,
+                tier=tier,
+                client=lambda: hook.build_async_client(client_options),
+                out=out,
+                results_uri=str(target),
+                logger=self.log,
+                endpoint=self.endpoint,
+                prices=resolve_price_table(self.prices),
+                **options,
+            )
