@@ -17,9 +17,9 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.backends.base import BatchStatus
-from airflow_provider_tokentier.backends.interactive import run_interactive
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.operators.flex import run_on_sync_tier
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
@@ -113,18 +113,16 @@ class BatchWaitMixin:
             return
         provider = gate.settings.provider
         tier = self.rescue_tier
-        hook = provider_hook(provider, self._conn_id(gate))
-        options = hook.client_options()  # read the connection here, not on the executor's loop
         self.log.warning("Deadline rescue: running %d request(s) on the %s tier", len(ids), tier)
 
         def run(rows: Iterator[dict[str, Any]], out: IO[bytes]) -> Any:
-            return run_interactive(
+            return run_on_sync_tier(
                 rows,
+                out,
                 provider=provider,
                 tier=tier,
-                client=lambda: hook.build_async_client(options),
-                out=out,
-                logger=self.log,
+                conn_id=self._conn_id(gate),
+                log=self.log,
                 total=len(ids),
                 round_=round_ + 1,
                 deadline=self._deadline_at(gate),

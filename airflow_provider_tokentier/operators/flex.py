@@ -10,7 +10,7 @@ streamed through the executor, and the result rows land as JSONL at ``results_ur
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
@@ -137,17 +137,15 @@ class _SyncTierOperator(BaseOperator):
                 results_uri=str(target), provider=self.provider, model=self.model, submitted_at=None
             )
 
-        hook = provider_hook(self.provider, self.conn_id)
-        client_options = hook.client_options()  # read the connection here, not on the event loop
         with target.open("wb") as out:
-            manifest = run_interactive(
+            manifest = run_on_sync_tier(
                 self._validated(endpoint),
+                out,
+                results_uri=str(target),
                 provider=self.provider,
                 tier=self.tier,
-                client=lambda: hook.build_async_client(client_options),
-                out=out,
-                results_uri=str(target),
-                logger=self.log,
+                conn_id=self.conn_id,
+                log=self.log,
                 progress_every=self.progress_every,
                 total=total,
                 endpoint=endpoint,
@@ -160,6 +158,34 @@ class _SyncTierOperator(BaseOperator):
         # The executor logged the summary (counts per status and tier, cost, savings, wire stats).
         self.log.info("Landed %d rows at %s", manifest["total"], manifest["results_uri"])
         return manifest
+
+
+def run_on_sync_tier(
+    rows: Iterable[Mapping[str, Any]],
+    out: IO[bytes],
+    *,
+    provider: str,
+    tier: str,
+    conn_id: str | None,
+    log: Any,
+    **executor_options: Any,
+) -> dict[str, Any]:
+    """Run validated ``rows`` on flex or standard in this worker, writing result rows to ``out``.
+
+    The connection is read here, before the executor's event loop starts, and the async client
+    is built on that loop. Returns the results manifest.
+    """
+    hook = provider_hook(provider, conn_id)
+    client_options = hook.client_options()
+    return run_interactive(
+        rows,
+        provider=provider,
+        tier=tier,
+        client=lambda: hook.build_async_client(client_options),
+        out=out,
+        logger=log,
+        **executor_options,
+    )
 
 
 class FlexOperator(_SyncTierOperator):

@@ -9,7 +9,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_tokentier.backends.interactive import run_interactive
 from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS, iter_validated
@@ -20,8 +19,8 @@ from airflow_provider_tokentier.core.routing import (
     parse_duration,
     profile_from_requests,
 )
-from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.operators.batch import submit_workload
+from airflow_provider_tokentier.operators.flex import run_on_sync_tier
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
@@ -312,20 +311,18 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             else state_dir_for(context, self.state_root) / "results.jsonl"
         )
         target.parent.mkdir(parents=True, exist_ok=True)
-        hook = provider_hook(self.provider, self.conn_id)
-        client_options = hook.client_options()  # read the connection here, not on the event loop
         options: dict[str, Any] = {"max_concurrency": self.max_concurrency}
         if self.flex_patience is not None:
             options["flex_patience"] = self.flex_patience
         with target.open("wb") as out:
-            return run_interactive(
+            return run_on_sync_tier(
                 self._validated(),
+                out,
+                results_uri=str(target),
                 provider=self.provider,
                 tier=tier,
-                client=lambda: hook.build_async_client(client_options),
-                out=out,
-                results_uri=str(target),
-                logger=self.log,
+                conn_id=self.conn_id,
+                log=self.log,
                 endpoint=self.endpoint,
                 prices=resolve_price_table(self.prices),
                 **options,
