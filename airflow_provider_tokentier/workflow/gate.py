@@ -40,12 +40,16 @@ log = logging.getLogger(__name__)
 REBATCH_POLICIES = ("none", "expired", "expired+retryable")
 
 
+class _PayloadHead(msgspec.Struct):
+    model: str | None = None
+
+
 class _RequestHead(msgspec.Struct):
     """Only what harvesting needs from a request line; msgspec skips the rest unparsed."""
 
     custom_id: str
-    params: dict[str, Any] | None = None
-    body: dict[str, Any] | None = None
+    params: _PayloadHead | None = None
+    body: _PayloadHead | None = None
 
 
 class _RowHead(msgspec.Struct):
@@ -72,8 +76,8 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
             if not line.strip():
                 continue
             head = _request_decoder.decode(line)
-            payload = head.params if head.params is not None else head.body
-            yield head.custom_id, (payload or {}).get("model"), line.rstrip(b"\n")
+            payload = head.params or head.body
+            yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
 
 
 @dataclass
