@@ -8,6 +8,12 @@ on every tier, the expected finish and the reasons::
     tokentier route --example nightly-doc-refresh
     tokentier route --example background-evals --json
 
+``tokentier plan`` walks a DAG (a file or a dag id), finds its chains of batch stages and prints,
+for the longest, the expected p50/p95 finish per stage and cumulative, the deadline, whether the
+chain fits, and the cost on each tier::
+
+    tokentier plan dags_examples/overnight_eval.py --deadline 8h
+
 Subcommands are registered in :data:`SUBCOMMANDS`; each has an ``add_arguments(parser)`` and a
 ``run(args, out) -> int``.
 """
@@ -283,12 +289,101 @@ def _run_route(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# -- plan ----------------------------------------------------------------------------------------
+def _add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "target", help="a DAG file (imported directly) or a dag id (looked up in the dags folder)"
+    )
+    parser.add_argument("--dag-id", help="which DAG, when the file defines several")
+    parser.add_argument("--dags-folder", help="where to look a dag id up (default: [core] dags_folder)")
+    parser.add_argument(
+        "--history-root", help="state root holding _history/ (default: each stage's state_root, else config)"
+    )
+    parser.add_argument(
+        "--deadline",
+        help="check the chain against this deadline when the DAG's is not static: ISO 8601 time, "
+        "or a duration from the chain start (8h)",
+    )
+    parser.add_argument("--start", help="when the chain starts, ISO 8601 (default: now)")
+    parser.add_argument(
+        "--requests",
+        action="append",
+        default=[],
+        metavar="[TASK=]N",
+        help="request count for stages whose rows exist only at run time: N for every stage, or "
+        "TASK=N for the stage holding that task (repeatable)",
+    )
+    parser.add_argument("--input-tokens", type=int, help="input tokens per request with --requests (1000)")
+    parser.add_argument("--output-tokens", type=int, help="output tokens per request with --requests (300)")
+    parser.add_argument("--prices", help="price overrides: a JSON file path or inline JSON")
+
+
+def _request_counts(values: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        name, _, number = value.rpartition("=")
+        try:
+            count = int(number)
+        except ValueError:
+            raise ValueError(f"--requests takes N or TASK=N, got {value!r}") from None
+        if count < 1:
+            raise ValueError(f"--requests must be at least 1, got {value!r}")
+        counts[name or "*"] = count
+    return counts
+
+
+def _run_plan(args: argparse.Namespace, out: TextIO) -> int:
+    from airflow_provider_tokentier.core.planning import Deadline, render_plan
+    from airflow_provider_tokentier.planning import (
+        DEFAULT_INPUT_TOKENS,
+        DEFAULT_OUTPUT_TOKENS,
+        load_dag,
+        plan_dag,
+    )
+
+    start = _aware(args.start, "--start") if args.start else datetime.datetime.now(datetime.timezone.utc)
+    deadline = None
+    if args.deadline:
+        try:
+            seconds = parse_duration(args.deadline)
+        except ValueError:
+            at = _aware(args.deadline, "--deadline").timestamp()
+            deadline = Deadline("absolute", "--deadline", at=at)
+        else:
+            deadline = Deadline("absolute", "--deadline", at=start.timestamp() + seconds)
+    dag = load_dag(args.target, dag_id=args.dag_id, dags_folder=args.dags_folder)
+    plan, chains, found = plan_dag(
+        dag,
+        chain_start=start.timestamp(),
+        deadline=deadline,
+        history_root=args.history_root,
+        request_counts=_request_counts(args.requests),
+        input_tokens=args.input_tokens or DEFAULT_INPUT_TOKENS,
+        output_tokens=args.output_tokens or DEFAULT_OUTPUT_TOKENS,
+        prices=resolve_price_table(args.prices),
+    )
+    notes = list(found.notes)
+    if args.requests and not any(s.costs is None for s in found.stages.values()):
+        notes.append(
+            f"costs of stages sized with --requests assume {args.input_tokens or DEFAULT_INPUT_TOKENS:,} "
+            f"input + {args.output_tokens or DEFAULT_OUTPUT_TOKENS:,} output tokens per request"
+        )
+    title = f"{dag.dag_id} ({args.target})" if args.target != dag.dag_id else dag.dag_id
+    out.write(render_plan(plan, title=title, chains=chains, notes=notes) + "\n")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 Runner = Callable[[argparse.Namespace, TextIO], int]
 
 #: name -> (help, add_arguments, run). A later ``plan`` subcommand registers here.
 SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Runner]] = {
     "route": ("print the router's tier decision for a described workload", _add_route_arguments, _run_route),
+    "plan": (
+        "find a DAG's chained batch stages and check the longest chain against its deadline",
+        _add_plan_arguments,
+        _run_plan,
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from airflow_provider_tokentier.backends.base import BatchStatus
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.operators.flex import run_on_sync_tier
+from airflow_provider_tokentier.planning import remaining_chain_warning
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
@@ -72,6 +73,9 @@ class BatchWaitMixin:
             return at
         at = resolve_deadline(self.deadline, gate.manifest.get("submitted_at"))
         gate.ledger.write("deadline", {"at": at})
+        warning = remaining_chain_warning(self, at, time.time())
+        if warning:
+            self.log.warning(warning)
         return at
 
     def _rescue_at(self, gate: BatchGate, deadline: float | None) -> float | None:

@@ -47,7 +47,9 @@ def main() -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags_examples"))
     # One line per HTTP call drowns tokentier's own progress lines; keep the SDK transports quiet.
-    os.environ.setdefault("AIRFLOW__LOGGING__NAMESPACE_LEVELS", "httpx=WARNING httpx2=WARNING httpcore=WARNING")
+    os.environ.setdefault(
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "httpx=WARNING httpx2=WARNING httpcore=WARNING"
+    )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     with _provider() as where:
         print(f"tokentier demo: nightly_doc_refresh against {where}")
