@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
-from airflow_provider_tokentier.backends.base import BatchStatus
+from airflow_provider_tokentier.backends.base import BatchStatus, call_with_retry, is_transient_error
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.hooks.base import provider_hook
-from airflow_provider_tokentier.operators.flex import run_on_sync_tier
 from airflow_provider_tokentier.planning import remaining_chain_warning
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
 from airflow_provider_tokentier.workflow.submission import SubmittedBatch
+from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
 
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
 
+
+_T = TypeVar("_T")
 
 #: The tiers a deadline rescue can move unfinished requests to.
 RESCUE_TIERS = (None, "flex", "standard")
@@ -151,7 +153,7 @@ class BatchWaitMixin:
         round_ = gate.current_round()
         while True:
             pending = [b for b in gate.batches_of(round_) if not gate.is_harvested(b)]
-            statuses: dict[str, BatchStatus] = {b.id: backend.retrieve(b.id) for b in pending}
+            statuses: dict[str, BatchStatus] = {b.id: _patiently(backend.retrieve, b.id) for b in pending}
             for batch in pending:
                 if statuses[batch.id].ended:
                     gate.harvest(batch, statuses[batch.id], backend)
@@ -169,7 +171,7 @@ class BatchWaitMixin:
                         self.rescue_tier,
                     )
                     for batch in waiting:
-                        backend.cancel(batch.id)
+                        _patiently(backend.cancel, batch.id)
                     gate.ledger.write(
                         "draining",
                         {"at": now, "batches": [b.id for b in waiting], "rescue": self.rescue_tier},
@@ -182,7 +184,7 @@ class BatchWaitMixin:
                         len(waiting),
                     )
                     for batch in waiting:
-                        backend.cancel(batch.id)
+                        _patiently(backend.cancel, batch.id)
                     gate.ledger.write("draining", {"at": time.time(), "batches": [b.id for b in waiting]})
                 return waiting
             draining = gate.ledger.read("draining")
@@ -264,6 +266,20 @@ class BatchWaitMixin:
             raise AirflowException(f"Polling {event.get('provider')} batches failed: {event.get('message')}")
         if status == "stuck":
             raise BatchStuckError(event.get("message", "a batch is stuck"))
+
+
+#: Attempts for a worker-side status check or cancel that meets transient errors (~15 s in all):
+#: the trigger already rode out the outage it saw; a blip right after it fired must not fail the task.
+STATUS_CALL_ATTEMPTS = 7
+
+
+def _patiently(call: Callable[[str], _T], batch_id: str) -> _T:
+    return call_with_retry(
+        lambda: call(batch_id),
+        is_transient=is_transient_error,
+        what=f"{getattr(call, '__name__', 'call')} {batch_id}",
+        attempts=STATUS_CALL_ATTEMPTS,
+    )
 
 
 def parse_iso(value: str) -> datetime.datetime:

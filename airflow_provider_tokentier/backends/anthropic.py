@@ -21,8 +21,8 @@ from airflow_provider_tokentier.backends.base import (
     call_with_retry,
     check_request_count,
     error_dict,
+    is_transient_error,
     is_transient_status,
-    is_transport_error,
     malformed_outcomes,
     split_lines,
     stream_result_lines,
@@ -37,12 +37,6 @@ PROVIDER = "anthropic"
 _BATCHES_PATH = "/v1/messages/batches"
 _PHASES = {"in_progress": "running", "canceling": "canceling", "ended": "ended"}
 _COUNT_KEYS = ("processing", "succeeded", "errored", "expired", "canceled")
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, anthropic.APIStatusError):
-        return is_transient_status(exc.status_code)
-    return isinstance(exc, anthropic.APIConnectionError) or is_transport_error(exc)
 
 
 def _timestamp(value: datetime.datetime | str | None) -> float:
@@ -234,14 +228,16 @@ class AnthropicBatchBackend:
         """
         what = f"anthropic batch {batch_id} results"
         batch = call_with_retry(
-            lambda: self._client.messages.batches.retrieve(batch_id), is_transient=_is_transient, what=what
+            lambda: self._client.messages.batches.retrieve(batch_id),
+            is_transient=is_transient_error,
+            what=what,
         )
         if batch.processing_status != "ended" or not batch.results_url:
             raise BatchNotEndedError(f"batch {batch_id} is {batch.processing_status}; it has no results yet")
         results = self._client.messages.batches.with_streaming_response.results
         for line in stream_result_lines(
             lambda: results(batch_id),
-            is_transient=_is_transient,
+            is_transient=is_transient_error,
             what=what,
         ):
             yield from parse_result_line(line)

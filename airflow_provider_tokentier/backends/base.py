@@ -6,6 +6,7 @@ from the official SDKs so the Airflow layer never sees a provider-specific objec
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -15,7 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import anthropic
 import httpx2
+import openai
 import tenacity
 
 from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, OPENAI_CAPS, ProviderCaps
@@ -196,7 +199,7 @@ def call_with_retry(
 ) -> _T:
     """Call ``fn``, retrying transient failures with jittered exponential backoff (tenacity).
 
-    Only the result-download path uses this; status polls are left to the callers' own backoff.
+    Result downloads and the worker-side status checks use this; the trigger has its own backoff.
     """
     retrying = tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, attempts)),
@@ -258,6 +261,16 @@ def stream_result_lines(
 def is_transport_error(exc: BaseException) -> bool:
     """True for low-level transport failures raised while a response body is being read."""
     return isinstance(exc, httpx2.TransportError)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """True when a call failed in a way worth retrying unchanged: 408/429/5xx/529 from either
+    provider, a dropped or timed-out connection, or a transport error mid-body."""
+    if isinstance(exc, (anthropic.APIStatusError, openai.APIStatusError)):
+        return is_transient_status(exc.status_code)
+    return isinstance(
+        exc, (anthropic.APIConnectionError, openai.APIConnectionError, asyncio.TimeoutError)
+    ) or is_transport_error(exc)
 
 
 def tag_matches(metadata: dict[str, Any] | None, tag: dict[str, str]) -> bool:

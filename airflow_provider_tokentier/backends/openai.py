@@ -21,8 +21,8 @@ from airflow_provider_tokentier.backends.base import (
     call_with_retry,
     check_request_count,
     error_dict,
+    is_transient_error,
     is_transient_status,
-    is_transport_error,
     malformed_outcomes,
     split_lines,
     stream_result_lines,
@@ -58,12 +58,6 @@ _MAX_FAILURE_ERRORS = 5
 _METADATA_MAX_PAIRS = 16
 _METADATA_MAX_KEY = 64
 _METADATA_MAX_VALUE = 512
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIStatusError):
-        return is_transient_status(exc.status_code)
-    return isinstance(exc, openai.APIConnectionError) or is_transport_error(exc)
 
 
 def batch_status(batch: Batch) -> BatchStatus:
@@ -264,7 +258,7 @@ class OpenAIBatchBackend:
         """
         batch = call_with_retry(
             lambda: self._client.batches.retrieve(batch_id),
-            is_transient=_is_transient,
+            is_transient=is_transient_error,
             what=f"openai batch {batch_id} status",
         )
         if batch.status not in _ENDED:
@@ -277,7 +271,7 @@ class OpenAIBatchBackend:
                 continue
             for line in stream_result_lines(
                 functools.partial(content, file_id),
-                is_transient=_is_transient,
+                is_transient=is_transient_error,
                 what=f"openai batch {batch_id} {kind} file {file_id}",
             ):
                 yield from parse_result_line(line)

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
@@ -14,7 +14,12 @@ from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
-from airflow_provider_tokentier.workflow.submission import iter_jsonl, prepare_workload, submit_chunks
+from airflow_provider_tokentier.workflow.submission import (
+    check_request_source,
+    open_request_rows,
+    prepare_workload,
+    submit_chunks,
+)
 
 
 class BatchSubmitOperator(BaseOperator):
@@ -67,10 +72,7 @@ class BatchSubmitOperator(BaseOperator):
         super().__init__(**kwargs)
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-        if (requests is None) == (requests_uri is None):
-            raise ValueError(
-                "give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)"
-            )
+        check_request_source(requests, requests_uri)
         if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
             raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
         for name, value in (
@@ -97,11 +99,7 @@ class BatchSubmitOperator(BaseOperator):
         self.safety_margin = safety_margin
 
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
-        if self.requests_uri is not None:
-            return iter_jsonl(ObjectStoragePath(self.requests_uri))
-        if isinstance(self.requests, Mapping) or not isinstance(self.requests, Iterable):
-            raise TypeError(f"`requests` must be a list of request rows, got {type(self.requests).__name__}")
-        return self.requests
+        return open_request_rows(self.requests, self.requests_uri)
 
     def execute(self, context: Any) -> dict[str, Any]:
         return submit_workload(
@@ -170,6 +168,8 @@ def submit_workload(
         "model": workload.model,
         "fingerprint": workload.fingerprint,
         "total": workload.total,
+        "caps": dict(caps),
+        "safety_margin": safety_margin,
         "batches": [b.to_dict() for b in batches],
         "submitted_at": submitted_at,
     }

@@ -10,7 +10,7 @@ streamed through the executor, and the result rows land as JSONL at ``results_ur
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
@@ -22,14 +22,13 @@ from airflow_provider_tokentier.backends.interactive import (
     FLEX_REQUEST_TIMEOUT_S,
     ResultTally,
     check_interactive_options,
-    run_interactive,
 )
 from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, iter_validated
-from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.taskstate import state_dir_for
-from airflow_provider_tokentier.workflow.submission import iter_jsonl
+from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
+from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
 
 
 class _SyncTierOperator(BaseOperator):
@@ -75,10 +74,7 @@ class _SyncTierOperator(BaseOperator):
             max_attempts=max_attempts,
             **options,
         )
-        if (requests is None) == (requests_uri is None):
-            raise ValueError(
-                "give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)"
-            )
+        check_request_source(requests, requests_uri)
         if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
             raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
         if progress_every < 0:
@@ -100,11 +96,7 @@ class _SyncTierOperator(BaseOperator):
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
-        if self.requests_uri is not None:
-            return iter_jsonl(ObjectStoragePath(self.requests_uri))
-        if isinstance(self.requests, Mapping) or not isinstance(self.requests, Iterable):
-            raise TypeError(f"`requests` must be a list of request rows, got {type(self.requests).__name__}")
-        return self.requests
+        return open_request_rows(self.requests, self.requests_uri)
 
     def _validated(self, endpoint: str | None) -> Iterator[dict[str, Any]]:
         return iter_validated(self._open_rows(), self.provider, endpoint=endpoint, default_model=self.model)
@@ -158,34 +150,6 @@ class _SyncTierOperator(BaseOperator):
         # The executor logged the summary (counts per status and tier, cost, savings, wire stats).
         self.log.info("Landed %d rows at %s", manifest["total"], manifest["results_uri"])
         return manifest
-
-
-def run_on_sync_tier(
-    rows: Iterable[Mapping[str, Any]],
-    out: IO[bytes],
-    *,
-    provider: str,
-    tier: str,
-    conn_id: str | None,
-    log: Any,
-    **executor_options: Any,
-) -> dict[str, Any]:
-    """Run validated ``rows`` on flex or standard in this worker, writing result rows to ``out``.
-
-    The connection is read here, before the executor's event loop starts, and the async client
-    is built on that loop. Returns the results manifest.
-    """
-    hook = provider_hook(provider, conn_id)
-    client_options = hook.client_options()
-    return run_interactive(
-        rows,
-        provider=provider,
-        tier=tier,
-        client=lambda: hook.build_async_client(client_options),
-        out=out,
-        logger=log,
-        **executor_options,
-    )
 
 
 class FlexOperator(_SyncTierOperator):

@@ -20,13 +20,13 @@ from airflow_provider_tokentier.core.routing import (
     profile_from_requests,
 )
 from airflow_provider_tokentier.operators.batch import submit_workload
-from airflow_provider_tokentier.operators.flex import run_on_sync_tier
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
-from airflow_provider_tokentier.workflow.submission import iter_jsonl
+from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
+from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
 
 #: The budget a forced tier is described with when none is given: the 24 h batch window.
 FORCED_TIER_BUDGET_S = 24 * 3600.0
@@ -125,10 +125,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         super().__init__(**kwargs)
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-        if (requests is None) == (requests_uri is None):
-            raise ValueError(
-                "give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)"
-            )
+        check_request_source(requests, requests_uri)
         if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
             raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
         if tier is not None and tier not in TIERS:
@@ -193,11 +190,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
-        if self.requests_uri is not None:
-            return iter_jsonl(ObjectStoragePath(self.requests_uri))
-        if isinstance(self.requests, Mapping) or not isinstance(self.requests, Iterable):
-            raise TypeError(f"`requests` must be a list of request rows, got {type(self.requests).__name__}")
-        return self.requests
+        return open_request_rows(self.requests, self.requests_uri)
 
     def _validated(self) -> Iterable[dict[str, Any]]:
         return iter_validated(

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_tokentier.config import resolve_price_table
+from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import PROVIDERS
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import (
@@ -157,7 +158,12 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         manifest = self._manifest()
         prices = resolve_price_table(self.prices)
         settings = GateSettings(
-            provider=manifest["provider"], rebatch=self.rebatch, max_rounds=self.max_rounds, prices=prices
+            provider=manifest["provider"],
+            rebatch=self.rebatch,
+            max_rounds=self.max_rounds,
+            prices=prices,
+            caps=manifest.get("caps"),
+            safety_margin=manifest.get("safety_margin", DEFAULT_SAFETY_MARGIN),
         )
         return BatchGate(
             manifest=manifest,

@@ -8,33 +8,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anthropic
-import openai
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tokentier.backends import async_batch_backend
-from airflow_provider_tokentier.backends.base import BatchStatus
+from airflow_provider_tokentier.backends.base import BatchStatus, is_transient_error
 from airflow_provider_tokentier.hooks.base import provider_hook
-
-#: Errors that say "try again later", never "this wait is over": timeouts, dropped
-#: connections, 408/409/429, 5xx and Anthropic's 529.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    anthropic.APIConnectionError,
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-    asyncio.TimeoutError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` should be retried with backoff rather than end the wait."""
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    status = getattr(exc, "status_code", None)
-    return isinstance(status, int) and (status in (408, 409, 429) or status >= 500)
 
 
 class BatchTrigger(BaseTrigger):
@@ -108,7 +86,7 @@ class BatchTrigger(BaseTrigger):
             try:
                 statuses = await asyncio.gather(*(backend.retrieve(b) for b in self.batch_ids))
             except Exception as exc:
-                if not is_transient(exc):
+                if not is_transient_error(exc):
                     yield TriggerEvent(
                         {**self._event("error", latest), "message": f"{type(exc).__name__}: {exc}"}
                     )

@@ -21,6 +21,7 @@ from typing import IO, Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable, savings_usd, sum_usd
 from airflow_provider_tokentier.core.results import (
@@ -89,6 +90,7 @@ class GateSettings:
     max_rounds: int = 3
     prices: PriceTable | None = None
     caps: Mapping[str, int | None] | None = None
+    safety_margin: float = DEFAULT_SAFETY_MARGIN
 
 
 class BatchGate:
@@ -305,6 +307,7 @@ class BatchGate:
                 state_dir=self.state_dir,
                 round_=round_,
                 caps=self.settings.caps,
+                safety_margin=self.settings.safety_margin,
             )
             self.ledger.write(
                 f"plan-{round_:02d}", {"requests": len(ids), "chunks": [c.to_dict() for c in chunks]}

@@ -108,6 +108,26 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
                 yield loads_line(line)
 
 
+def check_request_source(requests: Any, requests_uri: str | None) -> None:
+    """Fail at DAG parse time unless exactly one of ``requests`` and ``requests_uri`` is given."""
+    if (requests is None) == (requests_uri is None):
+        raise ValueError("give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)")
+
+
+def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mapping[str, Any]]:
+    """The workload's rows: a stream over ``requests_uri``, or the (rendered) ``requests`` list."""
+    if requests_uri is not None:
+        return iter_jsonl(ObjectStoragePath(requests_uri))
+    if isinstance(requests, (str, bytes)):
+        raise TypeError(
+            "`requests` must be a list of request rows, got a string; "
+            "for a JSONL file of rows, pass its URI as `requests_uri`"
+        )
+    if isinstance(requests, Mapping) or not isinstance(requests, Iterable):
+        raise TypeError(f"`requests` must be a list of request rows, got {type(requests).__name__}")
+    return requests
+
+
 def chunk_path(state_dir: ObjectStoragePath, round_: int, index: int) -> ObjectStoragePath:
     return state_dir / "rounds" / f"r{round_:02d}" / f"c{index:05d}.jsonl"
 
@@ -297,7 +317,10 @@ def submit_chunks(
             continue
         tag = submission_tag(task_key, fingerprint, chunk)
         intent = ledger.intent(chunk.round, chunk.index)
-        batch_id = _recover_orphan(backend, intent, tag, chunk) if intent is not None else None
+        batch_id = None
+        if intent is not None:
+            recorded = {record["id"] for record in ledger.batches()}
+            batch_id = _recover_orphan(backend, intent, tag, chunk, recorded)
         if batch_id is None:
             ledger.record_intent(
                 chunk.round, chunk.index, {"at": time.time(), "tag": tag, "requests": chunk.requests}
@@ -320,12 +343,17 @@ def submit_chunks(
 
 
 def _recover_orphan(
-    backend: Any, intent: Mapping[str, Any], tag: dict[str, str], chunk: ChunkFile
+    backend: Any, intent: Mapping[str, Any], tag: dict[str, str], chunk: ChunkFile, recorded: set[str]
 ) -> str | None:
-    """Find the batch an earlier try may have created before it could record the id."""
-    matches: list[str] = backend.find_submitted(
+    """Find the batch an earlier try may have created before it could record the id.
+
+    Batches this task already recorded for other chunks are not candidates: on Anthropic, where
+    only size and time identify a batch, equal-size chunks would otherwise look ambiguous.
+    """
+    found: list[str] = backend.find_submitted(
         tag, created_after=float(intent["at"]) - ORPHAN_CLOCK_SKEW_S, request_count=chunk.requests
     )
+    matches = [batch_id for batch_id in found if batch_id not in recorded]
     if len(matches) == 1:
         log.warning(
             "An earlier try submitted batch %s (round %d chunk %d) but did not record it; adopting it",

@@ -1,0 +1,109 @@
+"""The API key never reaches trigger kwargs, XCom, the ledger/state files or any log line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokentier.triggers.batch import BatchTrigger
+from tests.airflow.helpers import (
+    all_xcom_values,
+    landed_rows,
+    rows_for,
+    run_dag,
+    set_connections,
+    task_output,
+)
+
+SECRET = "sk-tokentier-SECRET-123"
+PROVIDERS = ["anthropic", "openai"]
+
+
+@pytest.fixture
+def secret_key(emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The emulator accepts only SECRET, and the connections carry it as their password."""
+    emulator.configure(api_key=SECRET)
+    set_connections(monkeypatch, emulator, SECRET)
+    return SECRET
+
+
+@pytest.fixture
+def serialized_triggers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every `BatchTrigger.serialize()` output produced while deferring (recorded, not changed)."""
+    seen: list[Any] = []
+    original = BatchTrigger.serialize
+
+    def serialize(self: BatchTrigger) -> tuple[str, dict[str, Any]]:
+        result = original(self)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(BatchTrigger, "serialize", serialize)
+    return seen
+
+
+def _files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_api_key_appears_nowhere(
+    emulator, secret_key, serialized_triggers, make_dag, state_root, provider, capfd, caplog
+):
+    # Expiries force a second round, so there are two deferrals and a re-submission.
+    emulator.configure(time_scale=86400.0, expire_rate=0.2, seed=3)
+    rows = rows_for(provider, 10)
+    dag = make_dag(provider, rows)
+    run = run_dag(dag)
+    output = task_output(capfd, caplog)
+    assert run.states == {"submit": "success", "ready": "success"}, run.states
+    manifest = run.xcoms["ready"]
+    assert manifest["rounds"] >= 2, "the test needs a re-batch round"
+    assert len(landed_rows(manifest)) == len(rows)
+
+    # Trigger kwargs (stored in clear text by Airflow 3): the ones actually deferred with...
+    assert len(serialized_triggers) >= 2
+    for classpath, kwargs in serialized_triggers:
+        assert classpath == "airflow_provider_tokentier.triggers.batch.BatchTrigger"
+        assert SECRET not in json.dumps(kwargs, default=str)
+        assert kwargs["conn_id"] == f"{provider}_default"
+    # ... and one built by hand.
+    direct = BatchTrigger(provider=provider, conn_id=f"{provider}_default", batch_ids=["b1"]).serialize()
+    assert SECRET not in json.dumps(direct, default=str)
+
+    # XCom values in the metadata DB.
+    values = all_xcom_values(dag.dag_id)
+    assert values
+    assert SECRET not in json.dumps(values, default=str)
+
+    # Every file of the ledger and state, results included.
+    assert list(Path(state_root).rglob("*.json")), "the ledger exists"
+    assert _files_containing(Path(state_root), SECRET.encode()) == []
+
+    # Logs: what the tasks printed and logged, and any task log file Airflow wrote.
+    assert "HTTP Request" in output, "the capture holds the task logs"
+    assert SECRET not in output
+    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs"
+    if logs.exists():
+        assert _files_containing(logs, SECRET.encode()) == []
+
+    # Rendered template fields and any other serialized task state in the DB.
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rendered = session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag.dag_id).all()
+        assert SECRET not in json.dumps([r.rendered_fields for r in rendered], default=str)
+
+
+def test_wrong_key_is_rejected_so_the_key_is_really_in_use(emulator, make_dag, monkeypatch, capfd, caplog):
+    emulator.configure(api_key=SECRET)
+    set_connections(monkeypatch, emulator, "sk-some-other-key")
+    run = run_dag(make_dag("anthropic", rows_for("anthropic", 2)))
+    assert run.states["submit"] == "failed"
+    assert "AuthenticationError" in task_output(capfd, caplog)
+    assert emulator.batches()["anthropic"] == []
