@@ -32,6 +32,12 @@ lint: | $(UV)
 unit: | $(UV)
 	$(UV) run --locked pytest tests/unit
 
+# A third command, not set-up: the demo stack (api-server, scheduler, dag-processor, triggerer
+# and the emulator) with the example DAGs, for a person to browse the Airflow UI. Ctrl-C stops it.
+stack: | $(UV)
+	$(SYNC)
+	$(UV) run --locked python -m tests.e2e.stack $(ARGS)
+
 bench: | $(UV)
 	$(SYNC) --group bench
 	$(UV) run --locked --group bench python -m bench

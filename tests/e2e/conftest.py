@@ -1,0 +1,89 @@
+"""Fixtures for the end-to-end suite: one real Airflow stack and one emulator process per session.
+
+The stack (api-server, scheduler with the LocalExecutor at ``parallelism=1``, dag-processor,
+triggerer) runs in its own temporary AIRFLOW_HOME with SQLite, loads ``tests/e2e/dags`` and
+reaches the emulator through ``AIRFLOW_CONN_*`` variables. Scenarios share it and use their own
+dag_ids; each starts with an emptied emulator on a fast clock. When a test fails, the tail of
+every component's log is printed with it. Teardown ends every process of the stack, including
+task processes, and fails the session if any is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_tokentier.testing import Emulator
+from tests.e2e.harness import AirflowStack, emulator_connections
+
+DAGS = Path(__file__).parent / "dags"
+
+#: A fast clock: an hour of batch time passes in about a second of real time.
+FAST: dict[str, Any] = {
+    "time_scale": 3600.0,
+    "batch_turnaround_s": 3600.0,
+    "expire_rate": 0.0,
+    "error_rate": 0.0,
+    "poll_error_rate": 0.0,
+    "flex_429_rate": 0.0,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: runs the real Airflow stack (deselect with -m 'not e2e')")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def e2e_emulator() -> Iterator[Emulator]:
+    """The emulator as a child process, beside the stack (Airflow's processes reach it over HTTP)."""
+    with Emulator(in_process=False, seed=11, **FAST) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def stack(e2e_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    env = {**emulator_connections(e2e_emulator.base_url, "e2e-key"), "TOKENTIER_E2E_POLL": "0.5"}
+    airflow = AirflowStack(home, DAGS, env=env, parallelism=1)
+    started = time.monotonic()
+    airflow.start()
+    try:
+        airflow.wait_dags(["e2e_deferred_wait", "e2e_side_task", "e2e_chaos_openai"])
+        print(f"e2e stack up in {time.monotonic() - started:.1f}s at {airflow.base_url} (home {home})")
+        yield airflow
+    finally:
+        airflow.stop()
+        left = airflow.leftovers()
+        assert not left, f"processes of the e2e stack still running after stop: {left}"
+
+
+@pytest.fixture
+def emulator(
+    e2e_emulator: Emulator, stack: AirflowStack, request: pytest.FixtureRequest
+) -> Iterator[Emulator]:
+    """The session's emulator, emptied and on the fast clock; dumps the stack's logs on failure."""
+    e2e_emulator.reset()
+    e2e_emulator.configure(**FAST)
+    yield e2e_emulator
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(stack.describe())
