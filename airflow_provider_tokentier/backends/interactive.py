@@ -764,6 +764,7 @@ async def arun_interactive(
         of_total = f"/{total}" if total is not None else ""
         async for row in executor.iter_results(tap(rows)):
             out.write(dumps_line(row) + b"\n")
+            out.flush()  # a row is paid for once it exists: keep it even if the worker dies next
             tally.add(row)
             if progress_every > 0 and tally.total % progress_every == 0:
                 logger.info(

@@ -28,7 +28,7 @@ from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, iter_validated
 from airflow_provider_tokentier.taskstate import state_dir_for
 from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
-from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
+from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
 
 
 class _SyncTierOperator(BaseOperator):
@@ -129,24 +129,23 @@ class _SyncTierOperator(BaseOperator):
                 results_uri=str(target), provider=self.provider, model=self.model, submitted_at=None
             )
 
-        with target.open("wb") as out:
-            manifest = run_on_sync_tier(
-                self._validated(endpoint),
-                out,
-                results_uri=str(target),
-                provider=self.provider,
-                tier=self.tier,
-                conn_id=self.conn_id,
-                log=self.log,
-                progress_every=self.progress_every,
-                total=total,
-                endpoint=endpoint,
-                max_concurrency=self.max_concurrency,
-                request_timeout=self.request_timeout,
-                max_attempts=self.max_attempts,
-                prices=self._price_table(),
-                **self._executor_options,
-            )
+        manifest = land_on_sync_tier(
+            self._validated(endpoint),
+            target,
+            state_dir_for(context, self.state_root),
+            provider=self.provider,
+            tier=self.tier,
+            conn_id=self.conn_id,
+            log=self.log,
+            progress_every=self.progress_every,
+            total=total,
+            endpoint=endpoint,
+            max_concurrency=self.max_concurrency,
+            request_timeout=self.request_timeout,
+            max_attempts=self.max_attempts,
+            prices=self._price_table(),
+            **self._executor_options,
+        )
         # The executor logged the summary (counts per status and tier, cost, savings, wire stats).
         self.log.info("Landed %d rows at %s", manifest["total"], manifest["results_uri"])
         return manifest

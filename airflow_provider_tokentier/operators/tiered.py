@@ -26,7 +26,7 @@ from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
 from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
-from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
+from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
 
 #: The budget a forced tier is described with when none is given: the 24 h batch window.
 FORCED_TIER_BUDGET_S = 24 * 3600.0
@@ -307,16 +307,15 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         options: dict[str, Any] = {"max_concurrency": self.max_concurrency}
         if self.flex_patience is not None:
             options["flex_patience"] = self.flex_patience
-        with target.open("wb") as out:
-            return run_on_sync_tier(
-                self._validated(),
-                out,
-                results_uri=str(target),
-                provider=self.provider,
-                tier=tier,
-                conn_id=self.conn_id,
-                log=self.log,
-                endpoint=self.endpoint,
-                prices=resolve_price_table(self.prices),
-                **options,
-            )
+        return land_on_sync_tier(
+            self._validated(),
+            target,
+            state_dir_for(context, self.state_root),
+            provider=self.provider,
+            tier=tier,
+            conn_id=self.conn_id,
+            log=self.log,
+            endpoint=self.endpoint,
+            prices=resolve_price_table(self.prices),
+            **options,
+        )

@@ -3,10 +3,17 @@ and the deadline rescue)."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from airflow_provider_tokentier.backends.interactive import run_interactive
+import msgspec
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.backends.interactive import ResultTally, run_interactive
+from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.hooks.base import provider_hook
 
 
@@ -36,3 +43,86 @@ def run_on_sync_tier(
         logger=log,
         **executor_options,
     )
+
+
+class _RowHead(msgspec.Struct):
+    custom_id: str
+    status: str
+    error: dict[str, Any] | None = None
+
+
+_row_head = msgspec.json.Decoder(_RowHead)
+
+
+def _is_final(head: _RowHead) -> bool:
+    """Succeeded, or failed in a way that running it again would not change."""
+    if head.status == "succeeded":
+        return True
+    return head.status == "errored" and not (head.error or {}).get("retryable", True)
+
+
+def land_on_sync_tier(
+    rows: Iterable[Mapping[str, Any]],
+    target: ObjectStoragePath,
+    state_dir: ObjectStoragePath,
+    *,
+    provider: str,
+    tier: str,
+    conn_id: str | None,
+    log: Any,
+    **executor_options: Any,
+) -> dict[str, Any]:
+    """Run ``rows`` on flex or standard and land one row per request at ``target``, retry-safely.
+
+    Each try writes the rows it finishes to a progress file of its own under ``state_dir``
+    (object stores have no append), flushed row by row by the executor. A retry or a clear first reads those
+    files and skips every request an earlier try already finished (succeeded, or failed
+    permanently), so nothing is paid for twice; then it lands the earlier rows and the new ones
+    together, the newest row of each request winning. Returns the results manifest.
+    """
+    progress = state_dir / "sync-progress"
+    progress.mkdir(parents=True, exist_ok=True)
+    earlier = sorted(progress.iterdir(), key=lambda p: p.name)
+    finished: set[str] = set()
+    for path in earlier:
+        with path.open("rb") as handle:
+            finished.update(head.custom_id for line in handle if _is_final(head := _row_head.decode(line)))
+    if finished:
+        log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
+    this_try = progress / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+    with this_try.open("wb") as out:
+        run_on_sync_tier(
+            (row for row in rows if row["custom_id"] not in finished),
+            out,
+            provider=provider,
+            tier=tier,
+            conn_id=conn_id,
+            log=log,
+            **executor_options,
+        )
+    tally = ResultTally()
+    landed: set[str] = set()
+    model: str | None = None
+    with target.open("wb") as out:
+        for path in [this_try, *reversed(earlier)]:
+            with path.open("rb") as handle:
+                for line in handle:
+                    head = _row_head.decode(line)
+                    if head.custom_id in landed:
+                        continue
+                    row = loads_line(line)
+                    out.write(line)
+                    tally.add(row)
+                    landed.add(head.custom_id)
+                    model = model or row.get("model")
+    return tally.manifest(
+        results_uri=str(target),
+        provider=provider,
+        submitted_at=_started_at(earlier[0] if earlier else this_try),
+        model=model,
+    )
+
+
+def _started_at(first_progress: ObjectStoragePath) -> str:
+    nanos = int(first_progress.name.split("-", 1)[0])
+    return datetime.datetime.fromtimestamp(nanos / 1e9, datetime.timezone.utc).isoformat()
