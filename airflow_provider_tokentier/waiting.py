@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
@@ -24,7 +25,7 @@ from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
 from airflow_provider_tokentier.workflow.submission import SubmittedBatch
-from airflow_provider_tokentier.workflow.sync_tier import run_on_sync_tier
+from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
 
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
@@ -121,10 +122,12 @@ class BatchWaitMixin:
         tier = self.rescue_tier
         self.log.warning("Deadline rescue: running %d request(s) on the %s tier", len(ids), tier)
 
-        def run(rows: Iterator[dict[str, Any]], out: IO[bytes]) -> Any:
-            return run_on_sync_tier(
+        def land(rows: Iterator[dict[str, Any]], target: ObjectStoragePath) -> Any:
+            progress_dir = gate.state_dir / f"rescue-r{round_ + 1:02d}"
+            return land_on_sync_tier(
                 rows,
-                out,
+                target,
+                progress_dir,
                 provider=provider,
                 tier=tier,
                 conn_id=self._conn_id(gate),
@@ -136,7 +139,7 @@ class BatchWaitMixin:
                 prices=gate.settings.prices,
             )
 
-        gate.rescue(round_ + 1, ids, tier, run)
+        gate.rescue(round_ + 1, ids, tier, land)
 
     def _advance(self, gate: BatchGate) -> list[SubmittedBatch] | dict[str, Any]:
         """Do everything possible now; return the batches to wait on, or the landed manifest."""

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 from airflow.sdk import ObjectStoragePath
@@ -251,11 +251,12 @@ class BatchGate:
         round_: int,
         ids: set[str],
         tier: str,
-        run: Callable[[Iterator[dict[str, Any]], IO[bytes]], Any],
+        land: Callable[[Iterator[dict[str, Any]], ObjectStoragePath], Any],
     ) -> None:
         """Run ``ids`` of the previous round on ``tier`` now, as round ``round_`` (once).
 
-        ``run(rows, out)`` executes normalized request rows and writes result rows to ``out``.
+        ``land(rows, target)`` executes normalized request rows and writes one result row per
+        request to ``target`` (resuming an interrupted earlier attempt without paying twice).
         The rescue round is recorded like a batch round (a request file, an outcome file and a
         ledger entry), so landing merges it the same way and a retry does not run it twice.
         """
@@ -280,8 +281,7 @@ class BatchGate:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         rows = (loads_line(line) for _cid, _model, line in request_ids(chunk.uri))
-        with partial.open("wb") as out:
-            run(rows, out)
+        land(rows, partial)
         partial.rename(target)
         self.ledger.record_submitted(round_, 0, batch.to_dict())
         self.ledger.write(
