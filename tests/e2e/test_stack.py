@@ -222,9 +222,11 @@ def test_chaos_run_lands_every_custom_id_exactly_once(stack: AirflowStack, emula
         expire_rate=0.1,
         error_rate=0.05,
         poll_error_rate=0.1,
+        flex_429_rate=0.5,
     )
     dags = {"anthropic": "e2e_chaos_anthropic", "openai": "e2e_chaos_openai"}
     runs = {provider: stack.trigger(dag_id) for provider, dag_id in dags.items()}
+    flex_run = stack.trigger("e2e_chaos_flex")
     for provider, dag_id in dags.items():
         stack.wait_run(dag_id, runs[provider], timeout=180)
         manifest = stack.xcom(dag_id, runs[provider], "ready")
@@ -237,3 +239,10 @@ def test_chaos_run_lands_every_custom_id_exactly_once(stack: AirflowStack, emula
         assert sum(manifest["counts"].values()) == 120
         assert manifest["rounds"] >= 2, manifest  # the faults did force re-batching
         assert manifest["counts"]["succeeded"] >= 110, manifest["counts"]
+    stack.wait_run("e2e_chaos_flex", flex_run, timeout=180)
+    flex = stack.xcom("e2e_chaos_flex", flex_run, "enrich")
+    flex_ids = [r["custom_id"] for r in read_rows(flex["results_uri"])]
+    assert sorted(flex_ids) == sorted(f"chaos_flex-{i:04d}" for i in range(60))
+    assert flex["counts"]["succeeded"] == 60
+    # Both tiers served some rows: the 429s really happened and really fell back.
+    assert flex["tiers"]["flex"] > 0 and flex["tiers"]["standard"] > 0, flex["tiers"]

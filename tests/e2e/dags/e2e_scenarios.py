@@ -15,7 +15,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, task
 
-from airflow_provider_tokentier.operators import BatchSubmitOperator
+from airflow_provider_tokentier.operators import BatchSubmitOperator, FlexOperator
 from airflow_provider_tokentier.sensors import BatchSensor
 
 POLL = float(os.environ.get("TOKENTIER_E2E_POLL", "0.5"))
@@ -153,4 +153,15 @@ for _provider in ("anthropic", "openai"):
         max_rounds=12,
         fail_on_partial=False,
         deadline=None,
+    )
+
+# ... and flex 429s: half the flex calls are refused; refused requests back off briefly and
+# fall back to standard.
+with DAG(dag_id="e2e_chaos_flex", schedule=None, start_date=START, catchup=False, tags=["tokentier-e2e"]):
+    FlexOperator(
+        task_id="enrich",
+        requests=rows("openai", 60, "chaos_flex"),
+        flex_patience=0.5,
+        on_unavailable="standard",
+        retries=2,
     )
