@@ -8,6 +8,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.state.blockio import iter_lines
 
 
 def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str, Any]]:
@@ -19,7 +20,5 @@ def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str,
     """
     uri = manifest_or_uri if isinstance(manifest_or_uri, str) else manifest_or_uri["results_uri"]
     path = ObjectStoragePath(uri if "://" in uri else f"file://{uri}")
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield loads_line(line)
+    for line in iter_lines(path):
+        yield loads_line(line)

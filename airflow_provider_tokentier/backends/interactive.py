@@ -640,9 +640,15 @@ class ResultTally:
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one result row."""
-        self.counts.add(row["status"])
-        self.tiers[row["tier"]] = self.tiers.get(row["tier"], 0) + 1
-        for key, value in (("cost", row.get("cost_usd")), ("standard", row.get("standard_cost_usd"))):
+        self.add_values(row["status"], row["tier"], row.get("cost_usd"), row.get("standard_cost_usd"))
+
+    def add_values(
+        self, status: str, tier: str, cost_usd: float | None, standard_cost_usd: float | None
+    ) -> None:
+        """Count one result row given by its status, tier and costs."""
+        self.counts.add(status)
+        self.tiers[tier] = self.tiers.get(tier, 0) + 1
+        for key, value in (("cost", cost_usd), ("standard", standard_cost_usd)):
             if value is None:
                 self._unknown[key] = True
             else:

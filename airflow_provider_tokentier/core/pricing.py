@@ -276,6 +276,7 @@ class PriceTable:
             key: tuple(dated[day] for day in sorted(dated)) for key, dated in by_date.items()
         }
         self._warned: set[tuple[str, str]] = set()
+        self._lookups: dict[tuple[str, str, datetime.date], ModelPrice | None] = {}
         self._warned_lock = threading.Lock()
 
     def prices(self) -> tuple[ModelPrice, ...]:
@@ -299,12 +300,15 @@ class PriceTable:
 
         The entry used is the latest one whose effective date is on or before ``on``.
         """
-        known = self._resolve_model(provider, model)
-        if known is None:
-            return None
         day = _as_date(on)
-        in_force = [price for price in self._entries[(provider, known)] if price.effective <= day]
-        return in_force[-1] if in_force else None
+        key = (provider, model, day)
+        if key not in self._lookups:  # landing prices every row: resolve each model once per day
+            known = self._resolve_model(provider, model)
+            in_force = (
+                [] if known is None else [p for p in self._entries[(provider, known)] if p.effective <= day]
+            )
+            self._lookups[key] = in_force[-1] if in_force else None
+        return self._lookups[key]
 
     def cost_usd(
         self,

@@ -6,7 +6,7 @@ from typing import Any
 
 import anthropic
 
-from airflow_provider_tokentier.hooks.base import ProviderHook
+from airflow_provider_tokentier.hooks.base import ASYNC_POOL_LIMITS, ProviderHook
 
 
 class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAnthropic]):
@@ -38,7 +38,9 @@ class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAn
         return anthropic.Anthropic(**options)
 
     def build_async_client(self, options: dict[str, Any]) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(**options)
+        return anthropic.AsyncAnthropic(
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=ASYNC_POOL_LIMITS), **options
+        )
 
     def probe(self) -> None:
         self.get_client().messages.batches.list(limit=1)

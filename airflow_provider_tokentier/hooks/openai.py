@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 
-from airflow_provider_tokentier.hooks.base import ProviderHook
+from airflow_provider_tokentier.hooks.base import ASYNC_POOL_LIMITS, ProviderHook
 
 
 class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
@@ -45,7 +45,9 @@ class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
         return openai.OpenAI(**options)
 
     def build_async_client(self, options: dict[str, Any]) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(**options)
+        return openai.AsyncOpenAI(
+            http_client=openai.DefaultAsyncHttpxClient(limits=ASYNC_POOL_LIMITS), **options
+        )
 
     def probe(self) -> None:
         self.get_client().batches.list(limit=1)

@@ -11,7 +11,6 @@ retry, a clear or a triggerer restart resumes where the last step ended:
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -21,14 +20,16 @@ from typing import Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_tokentier.backends.interactive import ResultTally
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
-from airflow_provider_tokentier.core.pricing import PriceTable, savings_usd, sum_usd
+from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.results import (
     OutcomeCounts,
     make_error,
     make_result_row,
 )
+from airflow_provider_tokentier.state.blockio import iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.workflow.submission import (
     SubmittedBatch,
@@ -72,13 +73,10 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
     """(custom_id, model, raw line) for every request line of a chunk file."""
     if uri is None:
         raise ValueError("this batch was submitted outside tokentier; its requests are unknown")
-    with ObjectStoragePath(uri).open("rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            head = _request_decoder.decode(line)
-            payload = head.params or head.body
-            yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
+    for line in iter_lines(ObjectStoragePath(uri)):
+        head = _request_decoder.decode(line)
+        payload = head.params or head.body
+        yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
 
 
 @dataclass
@@ -149,7 +147,7 @@ class BatchGate:
         provider = self.settings.provider
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
-        with partial.open("wb") as out:
+        with open_block_writer(partial) as out:
             if status.failure:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
                 error = make_error(provider, code, f"batch {batch.id} failed: {status.failure}")
@@ -329,9 +327,8 @@ class BatchGate:
     # -- landing -------------------------------------------------------------------------------
     @staticmethod
     def _row_heads(path: ObjectStoragePath) -> Iterator[_RowHead]:
-        with path.open("rb") as handle:
-            for line in handle:
-                yield _row_decoder.decode(line)
+        for line in iter_lines(path):
+            yield _row_decoder.decode(line)
 
     def land(
         self, results_uri: str | None, *, deadline: str | None, finished_at: str | None = None
@@ -343,49 +340,31 @@ class BatchGate:
         """
         target = ObjectStoragePath(results_uri) if results_uri else self.state_dir / "results.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
-        counts = OutcomeCounts()
-        tiers = {"batch": 0, "flex": 0, "standard": 0}
-        costs: list[float | None] = []
-        standard_costs: list[float | None] = []
+        tally = ResultTally()  # exact running totals: memory stays flat whatever the row count
         last = self.current_round()
         superseded: set[str] = set()
-        with target.open("wb") as out:
+        with open_block_writer(target) as out:
             for round_ in range(last, -1, -1):
                 batches = self.batches_of(round_)
                 for batch in batches:
-                    path = self.outcome_path(batch)
-                    with path.open("rb") as handle:
-                        for line in handle:
-                            head = _row_decoder.decode(line)
-                            if head.custom_id in superseded:
-                                continue
-                            out.write(line)
-                            counts.add(head.status)
-                            tiers[head.tier] = tiers.get(head.tier, 0) + 1
-                            costs.append(head.cost_usd)
-                            standard_costs.append(head.standard_cost_usd)
+                    for line in iter_lines(self.outcome_path(batch)):
+                        head = _row_decoder.decode(line)
+                        if head.custom_id in superseded:
+                            continue
+                        out.write(line)
+                        tally.add_values(head.status, head.tier, head.cost_usd, head.standard_cost_usd)
                 superseded = (
                     {cid for batch in batches for cid, _m, _l in request_ids(batch.uri)} if round_ else set()
                 )
-        cost = sum_usd(costs)
-        standard = sum_usd(standard_costs)
-        all_batches = self.all_batches()
-        manifest = {
-            "results_uri": str(target),
-            "total": counts.total,
-            "counts": counts.to_dict(),
-            "rounds": last + 1,
-            "batches": [b.id for b in all_batches][:500],
-            "tiers": tiers,
-            "cost_usd": cost,
-            "standard_cost_usd": standard,
-            "savings_usd": savings_usd(standard, cost),
-            "decision": None,
-            "provider": self.settings.provider,
-            "model": self.manifest.get("model"),
-            "submitted_at": self.manifest.get("submitted_at"),
-            "finished_at": finished_at or datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "deadline": deadline,
-        }
+        manifest = tally.manifest(
+            results_uri=str(target),
+            provider=self.settings.provider,
+            model=self.manifest.get("model"),
+            rounds=last + 1,
+            batches=[b.id for b in self.all_batches()],
+            submitted_at=self.manifest.get("submitted_at"),
+            finished_at=finished_at,
+            deadline=deadline,
+        )
         self.ledger.write("landed", manifest)
         return manifest

@@ -27,6 +27,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.requests import count_embedding_inputs, iter_validated, serialize_request
+from airflow_provider_tokentier.state.blockio import BlockWriter, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,8 @@ class Workload:
 
 def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
     """Stream JSON objects from a JSONL file on any object store, one line at a time."""
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield loads_line(line)
+    for line in iter_lines(path):
+        yield loads_line(line)
 
 
 def check_request_source(requests: Any, requests_uri: str | None) -> None:
@@ -140,22 +139,25 @@ class _ChunkWriter:
         self.round = round_
         self.chunker = chunker
         self.files: list[ChunkFile] = []
-        self._handle: IO[bytes] | None = None
+        self._file: IO[bytes] | None = None
+        self._handle: BlockWriter | None = None
 
     def add(self, custom_id: str, line: bytes, embedding_inputs: int) -> None:
         if self.chunker.add(custom_id, line, embedding_inputs):
             self._close()
             path = chunk_path(self.state_dir, self.round, len(self.files))
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = path.open("wb")
+            self._file = path.open("wb")
+            self._handle = BlockWriter(self._file)
             self.files.append(ChunkFile(self.round, len(self.files), str(path), 0, 0))
         assert self._handle is not None
         self._handle.write(line + b"\n")
 
     def _close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._handle is not None and self._file is not None:
+            self._handle.flush()
+            self._file.close()
+            self._handle = self._file = None
 
     def finish(self) -> list[ChunkFile]:
         self._close()
@@ -204,7 +206,7 @@ def prepare_workload(
     requests_path = state_dir / "requests.jsonl"
     requests_path.parent.mkdir(parents=True, exist_ok=True)
     rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
-    with requests_path.open("wb") as canonical:
+    with open_block_writer(requests_path) as canonical:
         for row in rows:
             line = serialize_request(row, provider)
             digest.update(line)

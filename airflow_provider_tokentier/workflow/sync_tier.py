@@ -15,6 +15,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_tokentier.backends.interactive import ResultTally, run_interactive
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.state.blockio import iter_lines, open_block_writer
 
 
 def run_on_sync_tier(
@@ -85,8 +86,8 @@ def land_on_sync_tier(
     earlier = sorted(progress.iterdir(), key=lambda p: p.name)
     finished: set[str] = set()
     for path in earlier:
-        with path.open("rb") as handle:
-            finished.update(head.custom_id for line in handle if _is_final(head := _row_head.decode(line)))
+        heads = (_row_head.decode(line) for line in iter_lines(path))
+        finished.update(head.custom_id for head in heads if _is_final(head))
     if finished:
         log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
     this_try = progress / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
@@ -103,18 +104,17 @@ def land_on_sync_tier(
     tally = ResultTally()
     landed: set[str] = set()
     model: str | None = None
-    with target.open("wb") as out:
+    with open_block_writer(target) as out:
         for path in [this_try, *reversed(earlier)]:
-            with path.open("rb") as handle:
-                for line in handle:
-                    head = _row_head.decode(line)
-                    if head.custom_id in landed:
-                        continue
-                    row = loads_line(line)
-                    out.write(line)
-                    tally.add(row)
-                    landed.add(head.custom_id)
-                    model = model or row.get("model")
+            for line in iter_lines(path):
+                head = _row_head.decode(line)
+                if head.custom_id in landed:
+                    continue
+                row = loads_line(line)
+                out.write(line)
+                tally.add(row)
+                landed.add(head.custom_id)
+                model = model or row.get("model")
     return tally.manifest(
         results_uri=str(target),
         provider=provider,

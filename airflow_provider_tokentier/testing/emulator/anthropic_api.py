@@ -665,7 +665,7 @@ def build_router(state: EmulatorState) -> APIRouter:
         body = await _read_body(request, MAX_BATCH_BYTES)
         batch = await run_in_threadpool(store.create, body)
         del body
-        return _json(store.view(batch, state.clock.now(), _base_url(request)))
+        return _json(await store.render(batch, _base_url(request)))
 
     @router.get("/v1/messages/batches")
     async def list_batches(request: Request) -> Response:
