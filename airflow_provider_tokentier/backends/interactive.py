@@ -654,6 +654,25 @@ class ResultTally:
             else:
                 self._nanos[key] += round(float(value) * 1_000_000_000)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The totals as JSON-ready data (exact: costs in nano-dollars), for `merge`."""
+        return {
+            "counts": self.counts.to_dict(),
+            "tiers": dict(self.tiers),
+            "nanos": dict(self._nanos),
+            "unknown": dict(self._unknown),
+        }
+
+    def merge(self, snapshot: Mapping[str, Any]) -> None:
+        """Add the totals of another tally's `snapshot`."""
+        for status, count in snapshot["counts"].items():
+            self.counts.add(status, count)
+        for tier, count in snapshot["tiers"].items():
+            self.tiers[tier] = self.tiers.get(tier, 0) + count
+        for key in ("cost", "standard"):
+            self._nanos[key] += snapshot["nanos"][key]
+            self._unknown[key] = self._unknown[key] or snapshot["unknown"][key]
+
     @property
     def total(self) -> int:
         """Rows counted so far."""

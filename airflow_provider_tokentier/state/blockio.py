@@ -62,3 +62,10 @@ def iter_lines(path: ObjectStoragePath) -> Iterator[bytes]:
                     yield line + b"\n"
         if tail.strip():
             yield tail + b"\n"
+
+
+def copy_blocks(source: ObjectStoragePath, writer: BlockWriter) -> None:
+    """Append the whole of ``source`` to ``writer`` a block at a time."""
+    with source.open("rb") as handle:
+        while block := handle.read(BLOCK_SIZE):
+            writer.write(block)

@@ -11,8 +11,10 @@ retry, a clear or a triggerer restart resumes where the last step ended:
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
+from array import array
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +26,8 @@ from airflow_provider_tokentier.backends.interactive import ResultTally
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
-from airflow_provider_tokentier.core.results import (
-    OutcomeCounts,
-    make_error,
-    make_result_row,
-)
-from airflow_provider_tokentier.state.blockio import iter_lines, open_block_writer
+from airflow_provider_tokentier.core.results import ResultRow, make_error, make_result_row
+from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.workflow.submission import (
     SubmittedBatch,
@@ -77,6 +75,58 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
         head = _request_decoder.decode(line)
         payload = head.params or head.body
         yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
+
+
+class _RequestIndex:
+    """The custom_ids of one request file in ~10 bytes each, so harvest memory stays flat.
+
+    A sorted array of 64-bit string hashes (process-local ``hash``: the index never leaves the
+    process) with the model of each id and a seen-flag; ids themselves are re-read from the
+    file when the unseen ones are needed. A dict of 100,000 ids would cost ~10 MB.
+    """
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+        model_numbers: dict[str | None, int] = {}
+        hashes = array("Q")
+        model_of = array("H")
+        for custom_id, model, _line in request_ids(uri) if uri is not None else ():
+            hashes.append(hash(custom_id) & _HASH_MASK)
+            model_of.append(model_numbers.setdefault(model, len(model_numbers)))
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)
+        self._hashes = array("Q", (hashes[i] for i in order))
+        self._model_of = array("H", (model_of[i] for i in order))
+        self._models = list(model_numbers)
+        self._seen = bytearray(len(hashes))
+        self.first_model = self._models[0] if self._models else None
+
+    def _position(self, custom_id: str) -> int | None:
+        key = hash(custom_id) & _HASH_MASK
+        at = bisect.bisect_left(self._hashes, key)
+        return at if at < len(self._hashes) and self._hashes[at] == key else None
+
+    def take(self, custom_id: str) -> tuple[bool, str | None]:
+        """(whether ``custom_id`` was requested and not yet seen, its requested model); marks it seen."""
+        at = self._position(custom_id)
+        if at is None or self._seen[at]:
+            return False, None
+        self._seen[at] = 1
+        return True, self._models[self._model_of[at]]
+
+    def unseen(self) -> Iterator[tuple[str, str | None]]:
+        """(custom_id, model) of every requested id not taken yet, in file order."""
+        if self.uri is None:
+            return
+        for custom_id, model, _line in request_ids(self.uri):
+            at = self._position(custom_id)
+            if at is not None and not self._seen[at]:
+                yield custom_id, model
+
+    def mark_all_seen(self) -> None:
+        self._seen = bytearray(b"\x01" * len(self._seen))
+
+
+_HASH_MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -133,37 +183,47 @@ class BatchGate:
     def is_harvested(self, batch: SubmittedBatch) -> bool:
         return self.outcome_path(batch).exists()
 
-    def harvest(self, batch: SubmittedBatch, status: Any, backend: Any) -> OutcomeCounts:
-        """Write one result row per request of an ended batch (once; later calls reuse it)."""
-        counts = OutcomeCounts()
+    def harvest(self, batch: SubmittedBatch, status: Any, backend: Any) -> None:
+        """Write one result row per request of an ended batch (once; later calls reuse it).
+
+        The batch's totals go to the ledger beside it, so landing can copy the file whole
+        instead of decoding every row again.
+        """
         target = self.outcome_path(batch)
         if target.exists():
-            return counts
+            return
+        tally = ResultTally()
         # Batches submitted outside tokentier have no request file: every result is accepted
         # and no "missing" rows can be inferred.
         known_requests = batch.uri is not None
-        models = {cid: model for cid, model, _line in request_ids(batch.uri)} if known_requests else {}
-        fallback_model = next(iter(models.values()), None) or "unknown"
+        index = _RequestIndex(batch.uri)
+        fallback_model = index.first_model or "unknown"
         provider = self.settings.provider
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         with open_block_writer(partial) as out:
+
+            def emit(row: ResultRow) -> None:
+                out.write(dumps_line(row) + b"\n")
+                tally.add(row)
+
             if status.failure:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
                 error = make_error(provider, code, f"batch {batch.id} failed: {status.failure}")
-                for custom_id, model in models.items():
-                    out.write(self._row(custom_id, "errored", model or fallback_model, batch, error=error))
-                    counts.add("errored")
-                models.clear()
+                for custom_id, model in index.unseen():
+                    emit(self._row(custom_id, "errored", model or fallback_model, batch, error=error))
+                index.mark_all_seen()
             else:
                 for outcome in backend.iter_outcomes(batch.id):
-                    if known_requests and outcome.custom_id not in models:
+                    known, requested_model = index.take(outcome.custom_id)
+                    if known_requests and not known:
                         log.warning(
-                            "Batch %s returned an unknown custom_id %r; ignored", batch.id, outcome.custom_id
+                            "Batch %s returned an unknown or repeated custom_id %r; ignored",
+                            batch.id,
+                            outcome.custom_id,
                         )
                         continue
-                    requested_model = models.pop(outcome.custom_id, None)
-                    out.write(
+                    emit(
                         self._row(
                             outcome.custom_id,
                             outcome.status,
@@ -174,15 +234,16 @@ class BatchGate:
                             usage=outcome.usage if outcome.status == "succeeded" else None,
                         )
                     )
-                    counts.add(outcome.status)
-            for custom_id, model in models.items():
+
+            for custom_id, model in index.unseen():
                 error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
                 error["retryable"] = True
-                out.write(self._row(custom_id, "missing", model or fallback_model, batch, error=error))
-                counts.add("missing")
+                emit(self._row(custom_id, "missing", model or fallback_model, batch, error=error))
+        self.ledger.write(f"harvest-{batch.id}", tally.snapshot())
         partial.rename(target)
-        log.info("Harvested %s batch %s (round %d): %s", provider, batch.id, batch.round, counts.to_dict())
-        return counts
+        log.info(
+            "Harvested %s batch %s (round %d): %s", provider, batch.id, batch.round, tally.counts.to_dict()
+        )
 
     def _row(
         self,
@@ -194,8 +255,8 @@ class BatchGate:
         response: Mapping[str, Any] | None = None,
         error: Any = None,
         usage: Any = None,
-    ) -> bytes:
-        row = make_result_row(
+    ) -> ResultRow:
+        return make_result_row(
             custom_id=custom_id,
             status=status,
             tier="batch",
@@ -208,7 +269,6 @@ class BatchGate:
             usage=usage,
             prices=self.settings.prices,
         )
-        return dumps_line(row) + b"\n"
 
     # -- re-batch ------------------------------------------------------------------------------
     def needs_rebatch(self, status: str, error: Mapping[str, Any] | None) -> bool:
@@ -347,6 +407,11 @@ class BatchGate:
             for round_ in range(last, -1, -1):
                 batches = self.batches_of(round_)
                 for batch in batches:
+                    totals = None if superseded else self.ledger.read(f"harvest-{batch.id}")
+                    if totals is not None:  # nothing to filter: copy the file, add its totals
+                        copy_blocks(self.outcome_path(batch), out)
+                        tally.merge(totals)
+                        continue
                     for line in iter_lines(self.outcome_path(batch)):
                         head = _row_decoder.decode(line)
                         if head.custom_id in superseded:
