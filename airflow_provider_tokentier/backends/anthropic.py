@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import pathlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,6 @@ from airflow_provider_tokentier.backends.base import (
     BatchStatus,
     Outcome,
     call_with_retry,
-    check_request_count,
     error_dict,
     is_transient_error,
     is_transient_status,
@@ -130,7 +130,10 @@ class _RequestsBody:
     """The ``{"requests": [...]}`` body streamed from a JSONL chunk file.
 
     Re-iterable (each iteration re-reads the file), so the SDK's own retries can resend it; never
-    holds more than about one read chunk in memory.
+    holds more than about one read chunk in memory. One scan counts the requests and fixes the
+    exact length; a canonical file (every line one JSON object, newline-terminated, no blank
+    lines -- what tokentier writes) is then sent block by block with newlines turned into
+    commas, and any other file line by line.
     """
 
     _HEAD = b'{"requests":['
@@ -138,6 +141,27 @@ class _RequestsBody:
 
     def __init__(self, path: pathlib.Path) -> None:
         self._path = path
+        self._canonical = True
+        newlines = size = 0
+        with path.open("rb") as handle:
+            previous = b"\n"
+            while block := handle.read(READ_CHUNK_SIZE):
+                size += len(block)
+                newlines += block.count(b"\n")
+                if self._canonical and _BLANK_LINE.search(previous + block):
+                    self._canonical = False
+                previous = block[-1:]
+        self._canonical = self._canonical and size > 0 and previous == b"\n"
+        if self._canonical:
+            self.request_count = newlines
+            self._size = len(self._HEAD) + size - 1 + len(self._TAIL)
+            return
+        count = line_bytes = 0
+        for line in self._lines():
+            count += 1
+            line_bytes += len(line)
+        self.request_count = count
+        self._size = len(self._HEAD) + line_bytes + max(count - 1, 0) + len(self._TAIL)
 
     def _lines(self) -> Iterator[bytes]:
         with self._path.open("rb") as handle:
@@ -146,14 +170,12 @@ class _RequestsBody:
 
     def content_length(self) -> int:
         """Exact body size, so the request is sent with Content-Length rather than chunked."""
-        size = 0
-        count = 0
-        for line in self._lines():
-            size += len(line)
-            count += 1
-        return len(self._HEAD) + size + max(count - 1, 0) + len(self._TAIL)
+        return self._size
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._canonical:
+            yield from self._blocks()
+            return
         buffer = bytearray(self._HEAD)
         first = True
         for line in self._lines():
@@ -166,6 +188,22 @@ class _RequestsBody:
                 buffer.clear()
         buffer += self._TAIL
         yield bytes(buffer)
+
+    def _blocks(self) -> Iterator[bytes]:
+        yield self._HEAD
+        with self._path.open("rb") as handle:
+            pending = b""
+            while block := handle.read(READ_CHUNK_SIZE):
+                if pending:
+                    yield pending
+                # The file's last newline ends the array instead of separating two items.
+                pending = block.replace(b"\n", b",")
+            yield pending[:-1]
+        yield self._TAIL
+
+
+#: A line holding nothing but whitespace, which would leave an empty array item.
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 
 
 class AnthropicBatchBackend:
@@ -200,9 +238,13 @@ class AnthropicBatchBackend:
         metadata: ``tag`` is not sent (recovery uses ``created_at`` and the request count), and
         ``endpoint`` is ignored.
         """
-        chunk_path = pathlib.Path(chunk_path)
-        check_request_count(chunk_path, request_count)
-        body = _RequestsBody(chunk_path)
+        body = _RequestsBody(pathlib.Path(chunk_path))
+        if body.request_count != request_count:
+            raise ValueError(
+                f"{chunk_path} holds {body.request_count} request lines, but request_count={request_count}"
+            )
+        if body.request_count == 0:
+            raise ValueError(f"{chunk_path} holds no requests")
         batch = self._client.post(
             _BATCHES_PATH,
             cast_to=MessageBatch,
