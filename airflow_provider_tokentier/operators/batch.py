@@ -10,12 +10,11 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
-from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.workflow.submission import (
-    check_request_source,
+    check_workload_arguments,
     open_request_rows,
     prepare_workload,
     submit_chunks,
@@ -70,11 +69,7 @@ class BatchSubmitOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-        check_request_source(requests, requests_uri)
-        if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+        check_workload_arguments(provider, requests, requests_uri, endpoint)
         for name, value in (
             ("max_requests_per_batch", max_requests_per_batch),
             ("max_bytes_per_batch", max_bytes_per_batch),

@@ -25,9 +25,9 @@ from airflow_provider_tokentier.backends.interactive import (
 )
 from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.pricing import PriceTable
-from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, iter_validated
+from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.taskstate import state_dir_for
-from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
+from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
 from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
 
 
@@ -74,9 +74,7 @@ class _SyncTierOperator(BaseOperator):
             max_attempts=max_attempts,
             **options,
         )
-        check_request_source(requests, requests_uri)
-        if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+        check_workload_arguments(provider, requests, requests_uri, endpoint)
         if progress_every < 0:
             raise ValueError(f"progress_every must not be negative, got {progress_every!r}")
         self.provider = provider

@@ -11,7 +11,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
-from airflow_provider_tokentier.core.requests import OPENAI_ENDPOINTS, PROVIDERS, iter_validated
+from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.core.results import TIERS
 from airflow_provider_tokentier.core.routing import (
     DEFAULT_MIN_BATCH_SAVINGS_USD,
@@ -25,7 +25,7 @@ from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.taskstate import state_dir_for, task_key
 from airflow_provider_tokentier.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
-from airflow_provider_tokentier.workflow.submission import check_request_source, open_request_rows
+from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
 from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
 
 #: The budget a forced tier is described with when none is given: the 24 h batch window.
@@ -123,11 +123,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if provider not in PROVIDERS:
-            raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-        check_request_source(requests, requests_uri)
-        if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-            raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+        check_workload_arguments(provider, requests, requests_uri, endpoint)
         if tier is not None and tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS} or None, got {tier!r}")
         if tier == "flex" and provider != "openai":

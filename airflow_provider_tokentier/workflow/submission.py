@@ -26,7 +26,13 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
 from airflow_provider_tokentier.core.jsonl import loads_line
-from airflow_provider_tokentier.core.requests import count_embedding_inputs, iter_validated, serialize_request
+from airflow_provider_tokentier.core.requests import (
+    OPENAI_ENDPOINTS,
+    PROVIDERS,
+    count_embedding_inputs,
+    iter_validated,
+    serialize_request,
+)
 from airflow_provider_tokentier.state.blockio import BlockWriter, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
 
@@ -107,10 +113,19 @@ def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
         yield loads_line(line)
 
 
-def check_request_source(requests: Any, requests_uri: str | None) -> None:
-    """Fail at DAG parse time unless exactly one of ``requests`` and ``requests_uri`` is given."""
+def check_workload_arguments(
+    provider: str, requests: Any, requests_uri: str | None, endpoint: str | None
+) -> None:
+    """Fail at DAG parse time on a bad provider, request source or OpenAI endpoint.
+
+    Exactly one of ``requests`` and ``requests_uri`` must be given.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
     if (requests is None) == (requests_uri is None):
         raise ValueError("give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)")
+    if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
 
 
 def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mapping[str, Any]]:
