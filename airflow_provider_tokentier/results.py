@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath
-
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.state.blockio import iter_lines
+from airflow_provider_tokentier.state.ledger import storage_path
 
 
 def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str, Any]]:
@@ -19,6 +18,5 @@ def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str,
     ``standard_cost_usd``. Streaming: memory holds one row at a time.
     """
     uri = manifest_or_uri if isinstance(manifest_or_uri, str) else manifest_or_uri["results_uri"]
-    path = ObjectStoragePath(uri if "://" in uri else f"file://{uri}")
-    for line in iter_lines(path):
+    for line in iter_lines(storage_path(uri)):
         yield loads_line(line)

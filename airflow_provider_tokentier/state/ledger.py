@@ -23,17 +23,18 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 def resolve_state_root(explicit: str | None = None) -> ObjectStoragePath:
     """The operator's ``state_root``, else ``[tokentier] state_root``, else ``$AIRFLOW_HOME/tokentier``."""
     if explicit:
-        return _as_path(explicit)
+        return storage_path(explicit)
     from airflow.sdk.configuration import conf
 
     configured = conf.get("tokentier", "state_root", fallback=None)
     if configured:
-        return _as_path(configured)
+        return storage_path(configured)
     home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
-    return _as_path(os.path.join(home, "tokentier"))
+    return storage_path(os.path.join(home, "tokentier"))
 
 
-def _as_path(location: str) -> ObjectStoragePath:
+def storage_path(location: str) -> ObjectStoragePath:
+    """An ObjectStoragePath for a URI, or for a local path (made absolute, as ``file://``)."""
     if "://" not in location:
         location = "file://" + os.path.abspath(os.path.expanduser(location))
     return ObjectStoragePath(location)

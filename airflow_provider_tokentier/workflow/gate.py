@@ -29,6 +29,7 @@ from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.results import ResultRow, make_error, make_result_row
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.workflow.rows import RowHead, iter_row_heads
 from airflow_provider_tokentier.workflow.submission import (
     SubmittedBatch,
     submit_chunks,
@@ -52,19 +53,7 @@ class _RequestHead(msgspec.Struct):
     body: _PayloadHead | None = None
 
 
-class _RowHead(msgspec.Struct):
-    """Only what landing needs from a result row."""
-
-    custom_id: str
-    status: str
-    tier: str
-    cost_usd: float | None
-    standard_cost_usd: float | None
-    error: dict[str, Any] | None = None
-
-
 _request_decoder = msgspec.json.Decoder(_RequestHead)
-_row_decoder = msgspec.json.Decoder(_RowHead)
 
 
 def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
@@ -281,13 +270,17 @@ class BatchGate:
             policy == "expired+retryable" and status == "errored" and bool(error and error.get("retryable"))
         )
 
+    def _ids_where(self, round_: int, wanted: Callable[[RowHead], bool]) -> set[str]:
+        return {
+            head.custom_id
+            for batch in self.batches_of(round_)
+            for _line, head in iter_row_heads(self.outcome_path(batch))
+            if wanted(head)
+        }
+
     def rebatch_candidates(self, round_: int) -> set[str]:
-        ids: set[str] = set()
-        for batch in self.batches_of(round_):
-            for head in self._row_heads(self.outcome_path(batch)):
-                if self.needs_rebatch(head.status, head.error):
-                    ids.add(head.custom_id)
-        return ids
+        """Requests of ``round_`` that the ``rebatch`` policy sends to another batch round."""
+        return self._ids_where(round_, lambda head: self.needs_rebatch(head.status, head.error))
 
     def is_rescue_round(self, round_: int) -> bool:
         record = self.ledger.read(f"round-{round_:02d}") if round_ else None
@@ -295,14 +288,9 @@ class BatchGate:
 
     def rescue_candidates(self, round_: int) -> set[str]:
         """Requests of ``round_`` without a usable result that a faster tier could still produce."""
-        ids: set[str] = set()
-        for batch in self.batches_of(round_):
-            for head in self._row_heads(self.outcome_path(batch)):
-                unfinished = head.status in ("expired", "missing", "canceled")
-                retryable = head.status == "errored" and bool(head.error and head.error.get("retryable"))
-                if unfinished or retryable:
-                    ids.add(head.custom_id)
-        return ids
+        return self._ids_where(
+            round_, lambda head: head.status in ("expired", "missing", "canceled") or head.retryable_error
+        )
 
     def rescue(
         self,
@@ -385,11 +373,6 @@ class BatchGate:
         return self.batches_of(round_)
 
     # -- landing -------------------------------------------------------------------------------
-    @staticmethod
-    def _row_heads(path: ObjectStoragePath) -> Iterator[_RowHead]:
-        for line in iter_lines(path):
-            yield _row_decoder.decode(line)
-
     def land(
         self, results_uri: str | None, *, deadline: str | None, finished_at: str | None = None
     ) -> dict[str, Any]:
@@ -412,8 +395,7 @@ class BatchGate:
                         copy_blocks(self.outcome_path(batch), out)
                         tally.merge(totals)
                         continue
-                    for line in iter_lines(self.outcome_path(batch)):
-                        head = _row_decoder.decode(line)
+                    for line, head in iter_row_heads(self.outcome_path(batch)):
                         if head.custom_id in superseded:
                             continue
                         out.write(line)

@@ -9,13 +9,12 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.backends.interactive import ResultTally, run_interactive
-from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.hooks.base import provider_hook
-from airflow_provider_tokentier.state.blockio import iter_lines, open_block_writer
+from airflow_provider_tokentier.state.blockio import open_block_writer
+from airflow_provider_tokentier.workflow.rows import RowHead, iter_row_heads
 
 
 def run_on_sync_tier(
@@ -46,16 +45,7 @@ def run_on_sync_tier(
     )
 
 
-class _RowHead(msgspec.Struct):
-    custom_id: str
-    status: str
-    error: dict[str, Any] | None = None
-
-
-_row_head = msgspec.json.Decoder(_RowHead)
-
-
-def _is_final(head: _RowHead) -> bool:
+def _is_final(head: RowHead) -> bool:
     """Succeeded, or failed in a way that running it again would not change."""
     if head.status == "succeeded":
         return True
@@ -86,8 +76,7 @@ def land_on_sync_tier(
     earlier = sorted(progress.iterdir(), key=lambda p: p.name)
     finished: set[str] = set()
     for path in earlier:
-        heads = (_row_head.decode(line) for line in iter_lines(path))
-        finished.update(head.custom_id for head in heads if _is_final(head))
+        finished.update(head.custom_id for _line, head in iter_row_heads(path) if _is_final(head))
     if finished:
         log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
     this_try = progress / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
@@ -106,15 +95,13 @@ def land_on_sync_tier(
     model: str | None = None
     with open_block_writer(target) as out:
         for path in [this_try, *reversed(earlier)]:
-            for line in iter_lines(path):
-                head = _row_head.decode(line)
+            for line, head in iter_row_heads(path):
                 if head.custom_id in landed:
                     continue
-                row = loads_line(line)
                 out.write(line)
-                tally.add(row)
+                tally.add_values(head.status, head.tier, head.cost_usd, head.standard_cost_usd)
                 landed.add(head.custom_id)
-                model = model or row.get("model")
+                model = model or head.model
     return tally.manifest(
         results_uri=str(target),
         provider=provider,
