@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.10+ and make:
 #   make demo   - run the example nightly DAG end to end (emulator unless an API key is set)
-#   make test   - lint, type-check and run the whole test suite
+#   make test   - lint, type-check, check the import layering and run the whole test suite
 # uv comes from PATH, or is bootstrapped from PyPI into .tools/ on first use.
 
 PYTHON ?= python3
@@ -22,12 +22,14 @@ test: | $(UV)
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy
+	$(UV) run --locked lint-imports
 	$(UV) run --locked pytest
 
 lint: | $(UV)
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy
+	$(UV) run --locked lint-imports
 
 unit: | $(UV)
 	$(UV) run --locked pytest tests/unit

@@ -27,7 +27,6 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
-from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.routing import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MIN_BATCH_SAVINGS_USD,
@@ -39,6 +38,7 @@ from airflow_provider_tokentier.core.routing import (
     format_duration,
     parse_duration,
 )
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
 
 #: Seed workloads for ``tokentier route --example NAME``: flag name -> value, as if typed.
 EXAMPLES: Mapping[str, Mapping[str, Any]] = {
@@ -333,8 +333,8 @@ def _request_counts(values: Sequence[str]) -> dict[str, int]:
 
 
 def _run_plan(args: argparse.Namespace, out: TextIO) -> int:
-    from airflow_provider_tokentier.core.planning import Deadline, render_plan
-    from airflow_provider_tokentier.planning import (
+    from airflow_provider_tokentier.core.chain_plan import Deadline, render_plan
+    from airflow_provider_tokentier.runtime.dag_stages import (
         DEFAULT_INPUT_TOKENS,
         DEFAULT_OUTPUT_TOKENS,
         load_dag,

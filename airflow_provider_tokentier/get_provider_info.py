@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_tokentier.operators.batch",
                     "airflow_provider_tokentier.operators.flex",
+                    "airflow_provider_tokentier.operators.standard",
                     "airflow_provider_tokentier.operators.tiered",
                 ],
             }

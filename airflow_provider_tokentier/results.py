@@ -13,9 +13,9 @@ from airflow_provider_tokentier.state.ledger import storage_path
 def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str, Any]]:
     """Stream the result rows of a results manifest (or of a results JSONL URI).
 
-    Rows follow the contract in DESIGN.md: ``custom_id``, ``status``, ``tier``, ``provider``,
-    ``model``, ``batch_id``, ``round``, ``response``, ``error``, ``usage``, ``cost_usd``,
-    ``standard_cost_usd``. Streaming: memory holds one row at a time.
+    Rows follow the result-row contract (README, "BatchSensor"): ``custom_id``, ``status``,
+    ``tier``, ``provider``, ``model``, ``batch_id``, ``round``, ``response``, ``error``,
+    ``usage``, ``cost_usd``, ``standard_cost_usd``. Streaming: memory holds one row at a time.
     """
     uri = manifest_or_uri if isinstance(manifest_or_uri, str) else manifest_or_uri["results_uri"]
     for line in iter_lines(storage_path(uri)):

@@ -1,6 +1,6 @@
 """Overnight eval: generate answers on Anthropic's batch tier, judge them on OpenAI's, by 09:00.
 
-Two explicit, chained batch stages -- the shape DESIGN.md recommends, so the serialized latency is
+Two explicit, chained batch stages -- explicit rather than one tiered task, so the serialized latency is
 visible in the graph::
 
     export_eval_cases -> submit_generate -> generate_ready -> build_judge_requests

@@ -13,10 +13,7 @@ import anthropic
 from anthropic.types.messages import MessageBatch
 
 from airflow_provider_tokentier.backends.base import (
-    ANTHROPIC_LIMITS,
     READ_CHUNK_SIZE,
-    BatchLimits,
-    BatchNotEndedError,
     BatchStatus,
     Outcome,
     call_with_retry,
@@ -24,12 +21,15 @@ from airflow_provider_tokentier.backends.base import (
     is_transient_error,
     is_transient_status,
     malformed_outcomes,
+    register_backends,
     split_lines,
     stream_result_lines,
 )
+from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, ProviderCaps
+from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import usage_from_anthropic
-from airflow_provider_tokentier.core.results import is_retryable_error
+from airflow_provider_tokentier.core.result_rows import is_retryable_error
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,9 @@ class AnthropicBatchBackend:
         self._client = client
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """Anthropic's per-batch caps."""
-        return ANTHROPIC_LIMITS
+        return ANTHROPIC_CAPS
 
     def submit(
         self,
@@ -321,9 +321,9 @@ class AsyncAnthropicBatchBackend:
         self._client = client
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """Anthropic's per-batch caps."""
-        return ANTHROPIC_LIMITS
+        return ANTHROPIC_CAPS
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
         """Return a normalized snapshot of the batch."""
@@ -340,3 +340,6 @@ class AsyncAnthropicBatchBackend:
             if batch.processing_status != "ended":
                 raise
             log.info("anthropic batch %s already ended; nothing to cancel", batch_id)
+
+
+register_backends(PROVIDER, AnthropicBatchBackend, AsyncAnthropicBatchBackend)

@@ -21,7 +21,7 @@ import httpx2
 import openai
 import tenacity
 
-from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, OPENAI_CAPS, ProviderCaps
+from airflow_provider_tokentier.core.chunking import ProviderCaps
 from airflow_provider_tokentier.core.pricing import Usage
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,6 @@ class Outcome:
     model: str | None = None
 
 
-#: Per-batch caps, shared with the chunker so submitted chunks always fit.
-BatchLimits = ProviderCaps
-ANTHROPIC_LIMITS = ANTHROPIC_CAPS
-OPENAI_LIMITS = OPENAI_CAPS
-
-
 def error_dict(error_type: str, message: str, *, retryable: bool) -> dict[str, Any]:
     """Build the result-row ``error`` object."""
     return {"type": error_type, "message": message, "retryable": retryable}
@@ -173,10 +167,6 @@ def check_request_count(path: pathlib.Path, request_count: int) -> None:
         raise ValueError(f"{path} holds {found} request lines, but request_count={request_count}")
     if found == 0:
         raise ValueError(f"{path} holds no requests")
-
-
-class BatchNotEndedError(RuntimeError):
-    """Raised when results are asked for a batch that has not ended yet."""
 
 
 class _StreamingResponse(Protocol):
@@ -287,7 +277,7 @@ class BatchBackend(Protocol):
     provider: str
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """Per-batch caps of this provider."""
         ...
 
@@ -326,7 +316,7 @@ class AsyncBatchBackend(Protocol):
     provider: str
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """Per-batch caps of this provider."""
         ...
 
@@ -337,3 +327,33 @@ class AsyncBatchBackend(Protocol):
     async def cancel(self, batch_id: str) -> None:
         """Ask the provider to cancel the batch (no error if it already ended)."""
         ...
+
+
+#: provider name -> (sync backend class, async backend class). Each backend module registers
+#: its pair with `register_backends`; the ``backends`` package imports every backend module, so
+#: the registry is full whenever this module is importable.
+_BACKENDS: dict[str, tuple[Callable[[Any], BatchBackend], Callable[[Any], AsyncBatchBackend]]] = {}
+
+
+def register_backends(
+    provider: str, sync: Callable[[Any], BatchBackend], async_: Callable[[Any], AsyncBatchBackend]
+) -> None:
+    """Make ``provider``'s sync and async backends reachable through `batch_backend`."""
+    _BACKENDS[provider] = (sync, async_)
+
+
+def _registered(provider: str) -> tuple[Callable[[Any], BatchBackend], Callable[[Any], AsyncBatchBackend]]:
+    if provider not in _BACKENDS:
+        expected = " or ".join(repr(name) for name in sorted(_BACKENDS))
+        raise ValueError(f"unknown provider {provider!r}; expected {expected}")
+    return _BACKENDS[provider]
+
+
+def batch_backend(provider: str, client: Any) -> BatchBackend:
+    """Return the sync backend for ``provider`` ("anthropic" or "openai") around an SDK client."""
+    return _registered(provider)[0](client)
+
+
+def async_batch_backend(provider: str, client: Any) -> AsyncBatchBackend:
+    """Return the async backend for ``provider`` around an async SDK client."""
+    return _registered(provider)[1](client)

@@ -12,10 +12,7 @@ import openai
 from openai.types import Batch
 
 from airflow_provider_tokentier.backends.base import (
-    OPENAI_LIMITS,
     READ_CHUNK_SIZE,
-    BatchLimits,
-    BatchNotEndedError,
     BatchStatus,
     Outcome,
     call_with_retry,
@@ -24,13 +21,16 @@ from airflow_provider_tokentier.backends.base import (
     is_transient_error,
     is_transient_status,
     malformed_outcomes,
+    register_backends,
     split_lines,
     stream_result_lines,
     tag_matches,
 )
+from airflow_provider_tokentier.core.chunking import OPENAI_CAPS, ProviderCaps
+from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import Usage, usage_from_openai
-from airflow_provider_tokentier.core.results import is_retryable_error
+from airflow_provider_tokentier.core.result_rows import is_retryable_error
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +199,9 @@ class OpenAIBatchBackend:
         self._client = client
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """OpenAI's per-batch caps."""
-        return OPENAI_LIMITS
+        return OPENAI_CAPS
 
     def submit(
         self,
@@ -312,9 +312,9 @@ class AsyncOpenAIBatchBackend:
         self._client = client
 
     @property
-    def limits(self) -> BatchLimits:
+    def limits(self) -> ProviderCaps:
         """OpenAI's per-batch caps."""
-        return OPENAI_LIMITS
+        return OPENAI_CAPS
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
         """Return a normalized snapshot of the batch."""
@@ -330,3 +330,6 @@ class AsyncOpenAIBatchBackend:
             if (await self._client.batches.retrieve(batch_id)).status not in _ENDED:
                 raise
             log.info("openai batch %s already ended; nothing to cancel", batch_id)
+
+
+register_backends(PROVIDER, OpenAIBatchBackend, AsyncOpenAIBatchBackend)

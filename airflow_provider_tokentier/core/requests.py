@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from airflow_provider_tokentier.core.errors import RequestValidationError
 from airflow_provider_tokentier.core.jsonl import dumps_line
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -35,21 +36,6 @@ _OPENAI_REQUIRED_BODY_FIELD = {
 
 _ANTHROPIC_ROW_KEYS = frozenset({"custom_id", "params"})
 _OPENAI_ROW_KEYS = frozenset({"custom_id", "method", "url", "body"})
-
-
-class RequestValidationError(ValueError):
-    """A request row that the provider would reject, or that breaks a workload-wide rule.
-
-    ``index`` is the 0-based row number, ``custom_id`` the row's id when it has a usable one, and
-    ``reason`` the message without the row prefix (for per-row error reports).
-    """
-
-    def __init__(self, index: int, custom_id: str | None, message: str) -> None:
-        """Build the error; ``str(error)`` reads ``request #17 (custom_id='doc-17'): <message>``."""
-        self.index = index
-        self.custom_id = custom_id
-        self.reason = message
-        super().__init__(f"request #{index} (custom_id={custom_id!r}): {message}")
 
 
 def iter_validated(

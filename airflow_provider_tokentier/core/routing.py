@@ -47,7 +47,7 @@ from airflow_provider_tokentier.core.pricing import (
     tier_multiplier,
 )
 from airflow_provider_tokentier.core.requests import PROVIDERS
-from airflow_provider_tokentier.core.results import TIERS
+from airflow_provider_tokentier.core.result_rows import TIERS
 
 __all__ = [
     "CACHE_DOMINATED_RATIO",
@@ -113,7 +113,7 @@ STANDARD_P95_FACTOR = 3.0
 #: 15-minute client timeout (a request still waiting then is retried or falls back to standard).
 FLEX_SLOWDOWN = 2.0
 FLEX_REQUEST_P95_S = 15 * 60.0
-#: Synchronous requests in flight at once (the flex/standard executors' default concurrency).
+#: Synchronous requests in flight at once (the sync-tier executor's default concurrency).
 DEFAULT_CONCURRENCY = 16
 #: How long a cancel takes to settle: Anthropic ``canceling`` until in-flight requests finish
 #: (minutes), OpenAI ``cancelling`` up to ~10 minutes.

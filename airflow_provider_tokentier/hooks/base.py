@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx2
@@ -28,6 +29,12 @@ ASYNC_POOL_SIZE = 100
 ASYNC_POOL_LIMITS = httpx2.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive_connections=ASYNC_POOL_SIZE)
 
 
+#: provider name -> its hook class. Each hook module registers its class by subclassing
+#: `ProviderHook` with a ``provider``; the ``hooks`` package imports every hook module, so the
+#: registry is full whenever this module is importable.
+_HOOKS: dict[str, type[ProviderHook[Any, Any]]] = {}
+
+
 class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
     """Base for the Anthropic and OpenAI hooks.
 
@@ -41,6 +48,13 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
     provider: ClassVar[str]
     default_conn_name: ClassVar[str]
     conn_name_attr = "conn_id"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register a concrete hook (one that names its ``provider``) for `provider_hook`."""
+        super().__init_subclass__(**kwargs)
+        provider = cls.__dict__.get("provider")
+        if isinstance(provider, str):
+            _HOOKS[provider] = cls
 
     def __init__(
         self, conn_id: str | None = None, *, max_retries: int | None = None, timeout: float | None = None
@@ -136,14 +150,18 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
 
 
 def provider_hook(provider: str, conn_id: str | None = None, **kwargs: Any) -> ProviderHook[Any, Any]:
-    """The hook for ``provider`` ("anthropic" or "openai")."""
-    from airflow_provider_tokentier.hooks.anthropic import TokentierAnthropicHook
-    from airflow_provider_tokentier.hooks.openai import TokentierOpenAIHook
+    """The hook for ``provider`` ("anthropic" or "openai"), found in the hook registry."""
+    if provider not in _HOOKS:
+        raise ValueError(f"provider must be one of {sorted(_HOOKS)}, got {provider!r}")
+    return _HOOKS[provider](conn_id, **kwargs)
 
-    hooks: dict[str, type[ProviderHook[Any, Any]]] = {
-        "anthropic": TokentierAnthropicHook,
-        "openai": TokentierOpenAIHook,
-    }
-    if provider not in hooks:
-        raise ValueError(f"provider must be one of {sorted(hooks)}, got {provider!r}")
-    return hooks[provider](conn_id, **kwargs)
+
+def async_client_factory(provider: str, conn_id: str | None) -> Callable[[], Any]:
+    """A zero-argument builder of ``provider``'s async SDK client, for the sync-tier executor.
+
+    The connection is read now, before the executor's event loop starts; the client itself is
+    built on that loop when the executor calls the builder.
+    """
+    hook = provider_hook(provider, conn_id)
+    options = hook.client_options()
+    return lambda: hook.build_async_client(options)

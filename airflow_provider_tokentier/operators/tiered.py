@@ -5,28 +5,30 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_tokentier.config import resolve_price_table
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import iter_validated
-from airflow_provider_tokentier.core.results import TIERS
+from airflow_provider_tokentier.core.result_rows import TIERS
 from airflow_provider_tokentier.core.routing import (
     DEFAULT_MIN_BATCH_SAVINGS_USD,
     choose_tier,
     parse_duration,
     profile_from_requests,
 )
-from airflow_provider_tokentier.operators.batch import submit_workload
+from airflow_provider_tokentier.hooks.base import async_client_factory
+from airflow_provider_tokentier.runtime.batch_submit import submit_workload
+from airflow_provider_tokentier.runtime.dag_stages import TIERED_ROLE
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
+from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.state.ledger import Ledger
-from airflow_provider_tokentier.taskstate import state_dir_for, task_key
-from airflow_provider_tokentier.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
 from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
-from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
+from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
 #: The budget a forced tier is described with when none is given: the 24 h batch window.
 FORCED_TIER_BUDGET_S = 24 * 3600.0
@@ -87,6 +89,8 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         "state_root",
     )
     ui_color = "#f5e6d5"
+    #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
+    batch_stage_role: ClassVar[str] = TIERED_ROLE
 
     def __init__(
         self,
@@ -253,7 +257,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             self.log.info("Estimated cost per tier: %s", decision["estimated_cost_usd"])
         if decision["tier"] == "batch":
             return self._run_batch(context, ledger, decision)
-        return self._finish({**self._run_interactive(context, decision["tier"]), "decision": decision})
+        return self._finish({**self._run_on_sync_tier(context, decision["tier"]), "decision": decision})
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resume the batch path after the trigger fired; everything is re-read from state."""
@@ -293,7 +297,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             return self._finish({**outcome, "decision": decision})
         self.defer(trigger=self._wait_trigger(gate, outcome), method_name="execute_complete")
 
-    def _run_interactive(self, context: Any, tier: str) -> dict[str, Any]:
+    def _run_on_sync_tier(self, context: Any, tier: str) -> dict[str, Any]:
         target = (
             ObjectStoragePath(self.results_uri)
             if self.results_uri
@@ -309,7 +313,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             state_dir_for(context, self.state_root),
             provider=self.provider,
             tier=tier,
-            conn_id=self.conn_id,
+            client=async_client_factory(self.provider, self.conn_id),
             log=self.log,
             endpoint=self.endpoint,
             prices=resolve_price_table(self.prices),

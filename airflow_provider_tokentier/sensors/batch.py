@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_tokentier.config import resolve_price_table
+from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import PROVIDERS
-from airflow_provider_tokentier.taskstate import state_dir_for, task_key
-from airflow_provider_tokentier.waiting import (
-    RESCUE_TIERS,
-    BatchStuckError,
-    BatchWaitMixin,
-    PartialResultsError,
-    parse_iso,
-)
+from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
+from airflow_provider_tokentier.runtime.dag_stages import WAIT_ROLE
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
+from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
 
 __all__ = ["BatchSensor", "BatchStuckError", "PartialResultsError"]
@@ -68,6 +65,8 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
 
     template_fields: Sequence[str] = ("submission", "batch_ids", "deadline", "results_uri", "state_root")
     ui_color = "#d5e8f5"
+    #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
+    batch_stage_role: ClassVar[str] = WAIT_ROLE
 
     def __init__(
         self,

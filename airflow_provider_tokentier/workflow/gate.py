@@ -22,14 +22,13 @@ from typing import Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_tokentier.backends.interactive import ResultTally
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
-from airflow_provider_tokentier.core.results import ResultRow, make_error, make_result_row
+from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
-from airflow_provider_tokentier.workflow.rows import RowHead, iter_row_heads
+from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 from airflow_provider_tokentier.workflow.submission import (
     SubmittedBatch,
     submit_chunks,

@@ -25,6 +25,7 @@ from typing import IO, Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
+from airflow_provider_tokentier.core.errors import AmbiguousSubmissionError, WorkloadChangedError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.requests import (
     OPENAI_ENDPOINTS,
@@ -40,14 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds of clock skew allowed between our intent record and the provider's created_at.
 ORPHAN_CLOCK_SKEW_S = 300.0
-
-
-class AmbiguousSubmissionError(RuntimeError):
-    """A crash left an intent whose batch cannot be told apart from others; refusing to guess."""
-
-
-class WorkloadChangedError(RuntimeError):
-    """The requests differ from those already submitted for this task instance."""
 
 
 @dataclass

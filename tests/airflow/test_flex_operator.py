@@ -9,7 +9,7 @@ from typing import Any
 import pendulum
 import pytest
 
-from airflow_provider_tokentier.operators.flex import FlexOperator, StandardOperator
+from airflow_provider_tokentier.operators import FlexOperator, StandardOperator
 from airflow_provider_tokentier.results import read_results
 from airflow_provider_tokentier.testing import Emulator
 

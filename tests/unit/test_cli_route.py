@@ -154,7 +154,7 @@ def test_prices_flag_inline_and_path(tmp_path):
 
 
 def test_config_prices_are_read_from_airflow_config(monkeypatch):
-    from airflow_provider_tokentier import config
+    from airflow_provider_tokentier.runtime import settings as config
 
     config._table_for.cache_clear()
     override = {"anthropic": {"claude-haiku-5-5": {"input": 1, "output": 5, "effective": "2026-11-01"}}}

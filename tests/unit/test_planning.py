@@ -10,7 +10,7 @@ import pendulum
 import pytest
 
 from airflow_provider_tokentier.cli import main
-from airflow_provider_tokentier.core.planning import (
+from airflow_provider_tokentier.core.chain_plan import (
     BatchStage,
     Deadline,
     find_chains,
@@ -228,7 +228,7 @@ def _two_stage_dag(dag_id: str, *, deadline=None, state_root: str | None = None,
 
 
 def test_find_batch_stages_pairs_submits_with_sensors_and_orders_them(tmp_path):
-    from airflow_provider_tokentier.planning import find_batch_stages
+    from airflow_provider_tokentier.runtime.dag_stages import find_batch_stages
 
     rows = [
         {"custom_id": f"r{i}", "params": {"max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}}
@@ -255,7 +255,7 @@ def test_find_batch_stages_pairs_submits_with_sensors_and_orders_them(tmp_path):
 
 
 def test_history_replaces_the_defaults_once_trusted(tmp_path):
-    from airflow_provider_tokentier.planning import find_batch_stages
+    from airflow_provider_tokentier.runtime.dag_stages import find_batch_stages
     from airflow_provider_tokentier.state.history import TurnaroundStore
     from airflow_provider_tokentier.state.ledger import resolve_state_root
 
@@ -271,7 +271,7 @@ def test_history_replaces_the_defaults_once_trusted(tmp_path):
 
 
 def test_remaining_chain_warning_for_a_sensor_at_start(tmp_path, monkeypatch):
-    from airflow_provider_tokentier.planning import remaining_chain_warning
+    from airflow_provider_tokentier.runtime.dag_stages import remaining_chain_warning
 
     monkeypatch.setenv("AIRFLOW__TOKENTIER__STATE_ROOT", str(tmp_path))
     dag = _two_stage_dag("plan_warning")

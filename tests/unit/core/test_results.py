@@ -12,7 +12,7 @@ from airflow_provider_tokentier.core.pricing import (
     UnknownModelPriceWarning,
     Usage,
 )
-from airflow_provider_tokentier.core.results import (
+from airflow_provider_tokentier.core.result_rows import (
     PROVIDERS,
     RESULT_STATUSES,
     TIERS,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from airflow_provider_tokentier import config
 from airflow_provider_tokentier.core.pricing import Usage, default_price_table
+from airflow_provider_tokentier.runtime import settings as config
 
 DAY = datetime.date(2026, 11, 15)
 MILLION = Usage(input_tokens=1_000_000)

@@ -7,7 +7,7 @@ no sensor waits on, or a `TieredInferenceOperator` that is batch-bound: its ``ti
 and are only mentioned. Two stages chain when one is upstream of the other.
 
 The arithmetic (cumulative p50/p95, deadline checks, rendering) is pure and lives in
-:mod:`airflow_provider_tokentier.core.planning`; this module reads the operators' attributes:
+:mod:`airflow_provider_tokentier.core.chain_plan`; this module reads the operators' attributes:
 provider and model, static deadlines, rescue tiers, static request rows (for costs), and the
 turnaround history under the stage's state root.
 """
@@ -23,12 +23,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_tokentier.core.planning import (
+from airflow_provider_tokentier.core.chain_plan import (
     BatchStage,
     ChainPlan,
     Deadline,
     find_chains,
     longest_chain,
+    parse_iso,
     plan_chain,
     remaining_chain_message,
 )
@@ -40,15 +41,22 @@ from airflow_provider_tokentier.core.routing import (
     format_duration,
     profile_from_requests,
 )
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.state.history import TurnaroundStore
+from airflow_provider_tokentier.state.ledger import resolve_state_root
 
 __all__ = [
     "DEFAULT_INPUT_TOKENS",
     "DEFAULT_OUTPUT_TOKENS",
+    "SUBMIT_ROLE",
+    "TIERED_ROLE",
+    "WAIT_ROLE",
     "DagStages",
     "find_batch_stages",
     "load_dag",
     "plan_dag",
     "remaining_chain_warning",
+    "stage_role",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,8 +194,6 @@ def _deadline_of(task: Any) -> Deadline | None:
         aware = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
         return Deadline("absolute", source, at=aware.timestamp())
     if isinstance(value, str) and not _is_dynamic(value):
-        from airflow_provider_tokentier.waiting import parse_iso
-
         return Deadline("absolute", source, at=parse_iso(value).timestamp())
     refs = _references(value) if not isinstance(value, str) else []
     note = f"computed by {', '.join(refs)} at run time" if refs else "templated, rendered at run time"
@@ -209,9 +215,6 @@ def _history(provider: str, model: str | None, root: str | None) -> tuple[Turnar
             f"defaults (p50 {format_duration(history.p50())}, p95 {format_duration(history.p95())}): "
             "the model is only known at run time"
         )
-    from airflow_provider_tokentier.state.history import TurnaroundStore
-    from airflow_provider_tokentier.state.ledger import resolve_state_root
-
     history = TurnaroundStore(resolve_state_root(root)).load(provider, model)
     if history.trusted:
         return history, f"history: {history.describe()}"
@@ -325,6 +328,24 @@ def _stage(
     )
 
 
+#: ``batch_stage_role`` of `BatchSubmitOperator`: it submits a batch workload.
+SUBMIT_ROLE = "submit"
+#: ``batch_stage_role`` of `BatchSensor`: it waits on a submitted batch workload.
+WAIT_ROLE = "wait"
+#: ``batch_stage_role`` of `TieredInferenceOperator`: a batch stage when it is batch-bound.
+TIERED_ROLE = "tiered"
+
+
+def stage_role(task: Any) -> str | None:
+    """The part ``task`` plays in a batch stage, from the ``batch_stage_role`` its class carries.
+
+    Operators declare their role instead of being recognised by class, so this module never
+    imports the operators and sensors that call it back at run time.
+    """
+    role = getattr(type(task), "batch_stage_role", None)
+    return role if isinstance(role, str) else None
+
+
 def find_batch_stages(
     dag: Any,
     *,
@@ -342,16 +363,11 @@ def find_batch_stages(
     ``"*"`` for every stage) to a request count, for stages whose rows only exist at run time;
     they are then priced at ``input_tokens``/``output_tokens`` per request.
     """
-    from airflow_provider_tokentier.operators import BatchSubmitOperator, TieredInferenceOperator
-    from airflow_provider_tokentier.sensors import BatchSensor
-
     if prices is None and with_costs:
-        from airflow_provider_tokentier.config import resolve_price_table
-
         prices = resolve_price_table(None)
     sizing = _Sizing(dict(request_counts or {}), input_tokens, output_tokens) if request_counts else None
     tasks = list(dag.tasks)
-    submits = {t.task_id: t for t in tasks if isinstance(t, BatchSubmitOperator)}
+    submits = {t.task_id: t for t in tasks if stage_role(t) == SUBMIT_ROLE}
     waited: set[str] = set()
     built: list[tuple[BatchStage, str, str]] = []  # (stage, entry task, exit task)
     notes: list[str] = []
@@ -363,7 +379,7 @@ def find_batch_stages(
     }
 
     for task in tasks:
-        if isinstance(task, BatchSensor):
+        if stage_role(task) == WAIT_ROLE:
             refs = [] if task.submission is None else _references(task.submission)
             submit = next((submits[r] for r in refs if r in submits), None)
             if submit is not None:
@@ -391,7 +407,7 @@ def find_batch_stages(
                 built.append((stage, task.task_id, task.task_id))
             else:
                 notes.append(f"{task.task_id}: a BatchSensor whose submission is not a BatchSubmitOperator's")
-        elif isinstance(task, TieredInferenceOperator):
+        elif stage_role(task) == TIERED_ROLE:
             if task.tier == "batch" or task.chained_batch_stages > 1:
                 stage = _stage(
                     task.task_id,

@@ -1,6 +1,6 @@
 """Synchronous-tier executors: run request rows on OpenAI flex or on either provider's standard tier.
 
-The same shape serves both tiers: an :class:`InteractiveExecutor` takes normalized request rows
+The same shape serves both tiers: a :class:`SyncTierExecutor` takes normalized request rows
 (the output of :func:`~airflow_provider_tokentier.core.requests.iter_validated`), sends each one
 through the provider's official **async** SDK client with the SDK's own retries switched off
 (``client.with_options(max_retries=0)``), and yields one result row per request in the standard
@@ -26,7 +26,7 @@ Failure policy (tokentier's, not the SDK's):
 The tier recorded per row is the one the provider says it used (the echoed ``service_tier``:
 "flex" -> flex, anything else -> standard), and the row is priced at that tier.
 
-:func:`run_interactive` is the synchronous wrapper a worker calls: it streams the rows into a
+:func:`run_sync_tier` is the synchronous wrapper a worker calls: it streams the rows into a
 binary file object as JSONL and returns the results manifest (same keys as the batch sensor's).
 """
 
@@ -49,20 +49,21 @@ import anthropic
 import openai
 
 from airflow_provider_tokentier.backends.base import is_transient_status
+from airflow_provider_tokentier.core.errors import NonFlexModelError
 from airflow_provider_tokentier.core.jsonl import dumps_line
 from airflow_provider_tokentier.core.pricing import (
     PriceTable,
     Usage,
-    savings_usd,
     usage_from_anthropic,
     usage_from_openai,
 )
-from airflow_provider_tokentier.core.results import (
+from airflow_provider_tokentier.core.result_rows import (
     ErrorInfo,
-    OutcomeCounts,
     ResultRow,
+    ResultTally,
     is_retryable_error,
     make_result_row,
+    now_iso,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ FLEX_REQUEST_TIMEOUT_S = 900.0
 STANDARD_REQUEST_TIMEOUT_S = 600.0
 #: Calls per request (first try included) on transient errors: 408/409/429/5xx, connection.
 DEFAULT_MAX_ATTEMPTS = 4
-#: Rows between two progress log lines of :func:`run_interactive`.
+#: Rows between two progress log lines of :func:`run_sync_tier`.
 DEFAULT_PROGRESS_EVERY = 100
 
 #: OpenAI endpoints that take ``service_tier="flex"``.
@@ -98,10 +99,6 @@ FLEX_NOT_AVAILABLE = "flex_not_available"
 
 # SDK keyword arguments that are request options, not body fields.
 _CALL_OPTIONS = frozenset({"self", "extra_headers", "extra_query", "extra_body", "timeout"})
-
-
-class NonFlexModelError(ValueError):
-    """A flex run was asked for a model or endpoint known to have no flex tier (policy "error")."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +239,7 @@ def model_offers_flex(model: str, flex_models: Collection[str]) -> bool:
     return False
 
 
-class InteractiveExecutor:
+class SyncTierExecutor:
     """Run request rows on the ``flex`` or ``standard`` tier with bounded concurrency.
 
     :param provider: ``"openai"`` or ``"anthropic"`` (flex is OpenAI only).
@@ -288,7 +285,7 @@ class InteractiveExecutor:
         deadline: float | None = None,
         round_: int = 0,
     ) -> None:
-        check_interactive_options(
+        check_sync_tier_options(
             provider=provider,
             tier=tier,
             max_concurrency=max_concurrency,
@@ -587,7 +584,7 @@ class InteractiveExecutor:
         return resources[endpoint]()
 
 
-def check_interactive_options(
+def check_sync_tier_options(
     *,
     provider: str,
     tier: str,
@@ -621,125 +618,6 @@ def check_interactive_options(
         raise ValueError(f"max_attempts must be a positive integer, got {max_attempts!r}")
 
 
-# -- landing ----------------------------------------------------------------------------------------
-
-
-class ResultTally:
-    """Running totals of landed rows, enough to build a results manifest in O(1) memory.
-
-    Costs are summed exactly in nano-dollars (every row cost is rounded to 9 decimals), so the
-    total does not depend on row order and matches :func:`~airflow_provider_tokentier.core.pricing.sum_usd`.
-    """
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.counts = OutcomeCounts()
-        self.tiers = {"batch": 0, "flex": 0, "standard": 0}
-        self._nanos = {"cost": 0, "standard": 0}
-        self._unknown = {"cost": False, "standard": False}
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        """Count one result row."""
-        self.add_values(row["status"], row["tier"], row.get("cost_usd"), row.get("standard_cost_usd"))
-
-    def add_values(
-        self, status: str, tier: str, cost_usd: float | None, standard_cost_usd: float | None
-    ) -> None:
-        """Count one result row given by its status, tier and costs."""
-        self.counts.add(status)
-        self.tiers[tier] = self.tiers.get(tier, 0) + 1
-        for key, value in (("cost", cost_usd), ("standard", standard_cost_usd)):
-            if value is None:
-                self._unknown[key] = True
-            else:
-                self._nanos[key] += round(float(value) * 1_000_000_000)
-
-    def snapshot(self) -> dict[str, Any]:
-        """The totals as JSON-ready data (exact: costs in nano-dollars), for `merge`."""
-        return {
-            "counts": self.counts.to_dict(),
-            "tiers": dict(self.tiers),
-            "nanos": dict(self._nanos),
-            "unknown": dict(self._unknown),
-        }
-
-    def merge(self, snapshot: Mapping[str, Any]) -> None:
-        """Add the totals of another tally's `snapshot`."""
-        for status, count in snapshot["counts"].items():
-            self.counts.add(status, count)
-        for tier, count in snapshot["tiers"].items():
-            self.tiers[tier] = self.tiers.get(tier, 0) + count
-        for key in ("cost", "standard"):
-            self._nanos[key] += snapshot["nanos"][key]
-            self._unknown[key] = self._unknown[key] or snapshot["unknown"][key]
-
-    @property
-    def total(self) -> int:
-        """Rows counted so far."""
-        return self.counts.total
-
-    def cost_usd(self) -> float | None:
-        """Total cost at the tiers used (``None`` if any row has no known price)."""
-        return None if self._unknown["cost"] else round(self._nanos["cost"] / 1_000_000_000, 9)
-
-    def standard_cost_usd(self) -> float | None:
-        """Total cost had every row run on standard (``None`` if any row has no known price)."""
-        return None if self._unknown["standard"] else round(self._nanos["standard"] / 1_000_000_000, 9)
-
-    def manifest(
-        self,
-        *,
-        results_uri: str,
-        provider: str,
-        submitted_at: str | None,
-        finished_at: str | None = None,
-        deadline: str | None = None,
-        model: str | None = None,
-        rounds: int = 1,
-        batches: list[str] | None = None,
-        decision: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """The results manifest, with the same keys as the batch sensor's (``BatchGate.land``)."""
-        cost = self.cost_usd()
-        standard = self.standard_cost_usd()
-        return {
-            "results_uri": results_uri,
-            "total": self.counts.total,
-            "counts": self.counts.to_dict(),
-            "rounds": rounds,
-            "batches": list(batches or [])[:500],
-            "tiers": dict(self.tiers),
-            "cost_usd": cost,
-            "standard_cost_usd": standard,
-            "savings_usd": savings_usd(standard, cost),
-            "decision": None if decision is None else dict(decision),
-            "provider": provider,
-            "model": model,
-            "submitted_at": submitted_at,
-            "finished_at": finished_at or _now_iso(),
-            "deadline": deadline,
-        }
-
-    def summary(self) -> str:
-        """One log line: counts per status and tier, cost, standard cost and savings."""
-        counts = {k: v for k, v in self.counts.to_dict().items() if v}
-        tiers = {k: v for k, v in self.tiers.items() if v}
-        cost, standard = self.cost_usd(), self.standard_cost_usd()
-        saved = savings_usd(standard, cost)
-        return (
-            f"{self.total} rows {counts or {}} by tier {tiers or {}}; cost {_usd(cost)}, "
-            f"at standard {_usd(standard)}, saved {_usd(saved)}"
-        )
-
-
-def _usd(value: float | None) -> str:
-    return "unknown (unpriced model)" if value is None else f"${value:.6f}"
-
-
-def _now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat()
-
-
 class InfoLogger(Protocol):
     """Anything with ``info(msg, *args)``: a stdlib logger, an adapter, Airflow's task logger."""
 
@@ -751,7 +629,7 @@ class InfoLogger(Protocol):
 ClientSource = Any
 
 
-async def arun_interactive(
+async def arun_sync_tier(
     rows: Iterable[Mapping[str, Any]],
     *,
     provider: str,
@@ -765,9 +643,9 @@ async def arun_interactive(
     deadline_iso: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Async :func:`run_interactive` (same arguments), for callers already on an event loop."""
+    """Async :func:`run_sync_tier` (same arguments), for callers already on an event loop."""
     logger = logger if logger is not None else log
-    submitted_at = _now_iso()
+    submitted_at = now_iso()
     owns_client = callable(client)
     sdk_client = client() if owns_client else client
     if inspect.isawaitable(sdk_client):
@@ -785,7 +663,7 @@ async def arun_interactive(
             yield row
 
     try:
-        executor = InteractiveExecutor(provider=provider, tier=tier, client=sdk_client, **options)
+        executor = SyncTierExecutor(provider=provider, tier=tier, client=sdk_client, **options)
         of_total = f"/{total}" if total is not None else ""
         async for row in executor.iter_results(tap(rows)):
             out.write(dumps_line(row) + b"\n")
@@ -814,7 +692,7 @@ async def arun_interactive(
     )
 
 
-def run_interactive(
+def run_sync_tier(
     rows: Iterable[Mapping[str, Any]],
     *,
     provider: str,
@@ -842,14 +720,14 @@ def run_interactive(
     :param progress_every: log a progress line every this many rows (0: never).
     :param total: the number of rows, shown in progress lines when known.
     :param deadline_iso: recorded as the manifest's ``deadline``.
-    :param options: :class:`InteractiveExecutor` options (``max_concurrency``, ``flex_patience``,
+    :param options: :class:`SyncTierExecutor` options (``max_concurrency``, ``flex_patience``,
         ``on_unavailable``, ``non_flex_model``, ``flex_models``, ``request_timeout``,
         ``max_attempts``, ``backoff``, ``prices``, ``deadline``, ``endpoint``, ``round_``).
 
     The manifest has the batch sensor's keys: ``rounds`` 1, ``batches`` [], ``decision`` None,
     ``model`` the first request's model.
     """
-    check_interactive_options(
+    check_sync_tier_options(
         provider=provider,
         tier=tier,
         **{
@@ -869,7 +747,7 @@ def run_interactive(
         uri = results_uri or os.fspath(out)
         with open(out, "wb") as handle:
             return asyncio.run(
-                arun_interactive(
+                arun_sync_tier(
                     rows,
                     provider=provider,
                     tier=tier,
@@ -885,7 +763,7 @@ def run_interactive(
             )
     uri = results_uri or str(getattr(out, "name", "") or "")
     return asyncio.run(
-        arun_interactive(
+        arun_sync_tier(
             rows,
             provider=provider,
             tier=tier,
@@ -914,12 +792,11 @@ __all__ = [
     "SYNC_TIERS",
     "Backoff",
     "ExecutorStats",
-    "InteractiveExecutor",
     "NonFlexModelError",
-    "ResultTally",
-    "arun_interactive",
-    "check_interactive_options",
+    "SyncTierExecutor",
+    "arun_sync_tier",
+    "check_sync_tier_options",
     "model_offers_flex",
     "retry_after_seconds",
-    "run_interactive",
+    "run_sync_tier",
 ]

@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
-from airflow_provider_tokentier.core.pricing import PriceTable, Usage, UsageDict, default_price_table
+from airflow_provider_tokentier.core.pricing import (
+    PriceTable,
+    Usage,
+    UsageDict,
+    default_price_table,
+    savings_usd,
+)
 from airflow_provider_tokentier.core.requests import PROVIDERS
 
 __all__ = [
@@ -17,11 +23,13 @@ __all__ = [
     "ErrorInfo",
     "OutcomeCounts",
     "ResultRow",
+    "ResultTally",
     "dumps_line",
     "is_retryable_error",
     "loads_line",
     "make_error",
     "make_result_row",
+    "now_iso",
 ]
 
 RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled", "missing")
@@ -62,7 +70,7 @@ class ErrorInfo(TypedDict):
 
 
 class ResultRow(TypedDict):
-    """One line of the results JSONL (see DESIGN.md, "Result rows")."""
+    """One line of the results JSONL (the row contract the README documents)."""
 
     custom_id: str
     status: str
@@ -182,3 +190,123 @@ class OutcomeCounts:
     def to_dict(self) -> dict[str, int]:
         """Return ``{status: count}`` with all five statuses, in :data:`RESULT_STATUSES` order."""
         return dict(self._counts)
+
+
+# -- landing tally ----------------------------------------------------------------------------------------
+
+
+class ResultTally:
+    """Running totals of landed rows, enough to build a results manifest in O(1) memory.
+
+    Costs are summed exactly in nano-dollars (every row cost is rounded to 9 decimals), so the
+    total does not depend on row order and matches :func:`~airflow_provider_tokentier.core.pricing.sum_usd`.
+    """
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.counts = OutcomeCounts()
+        self.tiers = {"batch": 0, "flex": 0, "standard": 0}
+        self._nanos = {"cost": 0, "standard": 0}
+        self._unknown = {"cost": False, "standard": False}
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Count one result row."""
+        self.add_values(row["status"], row["tier"], row.get("cost_usd"), row.get("standard_cost_usd"))
+
+    def add_values(
+        self, status: str, tier: str, cost_usd: float | None, standard_cost_usd: float | None
+    ) -> None:
+        """Count one result row given by its status, tier and costs."""
+        self.counts.add(status)
+        self.tiers[tier] = self.tiers.get(tier, 0) + 1
+        for key, value in (("cost", cost_usd), ("standard", standard_cost_usd)):
+            if value is None:
+                self._unknown[key] = True
+            else:
+                self._nanos[key] += round(float(value) * 1_000_000_000)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The totals as JSON-ready data (exact: costs in nano-dollars), for `merge`."""
+        return {
+            "counts": self.counts.to_dict(),
+            "tiers": dict(self.tiers),
+            "nanos": dict(self._nanos),
+            "unknown": dict(self._unknown),
+        }
+
+    def merge(self, snapshot: Mapping[str, Any]) -> None:
+        """Add the totals of another tally's `snapshot`."""
+        for status, count in snapshot["counts"].items():
+            self.counts.add(status, count)
+        for tier, count in snapshot["tiers"].items():
+            self.tiers[tier] = self.tiers.get(tier, 0) + count
+        for key in ("cost", "standard"):
+            self._nanos[key] += snapshot["nanos"][key]
+            self._unknown[key] = self._unknown[key] or snapshot["unknown"][key]
+
+    @property
+    def total(self) -> int:
+        """Rows counted so far."""
+        return self.counts.total
+
+    def cost_usd(self) -> float | None:
+        """Total cost at the tiers used (``None`` if any row has no known price)."""
+        return None if self._unknown["cost"] else round(self._nanos["cost"] / 1_000_000_000, 9)
+
+    def standard_cost_usd(self) -> float | None:
+        """Total cost had every row run on standard (``None`` if any row has no known price)."""
+        return None if self._unknown["standard"] else round(self._nanos["standard"] / 1_000_000_000, 9)
+
+    def manifest(
+        self,
+        *,
+        results_uri: str,
+        provider: str,
+        submitted_at: str | None,
+        finished_at: str | None = None,
+        deadline: str | None = None,
+        model: str | None = None,
+        rounds: int = 1,
+        batches: list[str] | None = None,
+        decision: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The results manifest, with the same keys as the batch sensor's (``BatchGate.land``)."""
+        cost = self.cost_usd()
+        standard = self.standard_cost_usd()
+        return {
+            "results_uri": results_uri,
+            "total": self.counts.total,
+            "counts": self.counts.to_dict(),
+            "rounds": rounds,
+            "batches": list(batches or [])[:500],
+            "tiers": dict(self.tiers),
+            "cost_usd": cost,
+            "standard_cost_usd": standard,
+            "savings_usd": savings_usd(standard, cost),
+            "decision": None if decision is None else dict(decision),
+            "provider": provider,
+            "model": model,
+            "submitted_at": submitted_at,
+            "finished_at": finished_at or now_iso(),
+            "deadline": deadline,
+        }
+
+    def summary(self) -> str:
+        """One log line: counts per status and tier, cost, standard cost and savings."""
+        counts = {k: v for k, v in self.counts.to_dict().items() if v}
+        tiers = {k: v for k, v in self.tiers.items() if v}
+        cost, standard = self.cost_usd(), self.standard_cost_usd()
+        saved = savings_usd(standard, cost)
+        return (
+            f"{self.total} rows {counts or {}} by tier {tiers or {}}; cost {_usd(cost)}, "
+            f"at standard {_usd(standard)}, saved {_usd(saved)}"
+        )
+
+
+def _usd(value: float | None) -> str:
+    return "unknown (unpriced model)" if value is None else f"${value:.6f}"
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()

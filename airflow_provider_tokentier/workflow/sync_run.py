@@ -1,5 +1,5 @@
-"""Run validated request rows on the flex or standard tier in the worker (shared by the operators
-and the deadline rescue)."""
+"""Land validated request rows run on the flex or standard tier, retry-safely (shared by the
+sync-tier operators, the tiered operator and the deadline rescue)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,14 @@ import datetime
 import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_tokentier.backends.interactive import ResultTally, run_interactive
-from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.backends.sync_tiers import ClientSource, run_sync_tier
+from airflow_provider_tokentier.core.result_rows import ResultTally
 from airflow_provider_tokentier.state.blockio import open_block_writer
-from airflow_provider_tokentier.workflow.rows import RowHead, iter_row_heads
-
-
-def run_on_sync_tier(
-    rows: Iterable[Mapping[str, Any]],
-    out: IO[bytes],
-    *,
-    provider: str,
-    tier: str,
-    conn_id: str | None,
-    log: Any,
-    **executor_options: Any,
-) -> dict[str, Any]:
-    """Run validated ``rows`` on flex or standard in this worker, writing result rows to ``out``.
-
-    The connection is read here, before the executor's event loop starts, and the async client
-    is built on that loop. Returns the results manifest.
-    """
-    hook = provider_hook(provider, conn_id)
-    client_options = hook.client_options()
-    return run_interactive(
-        rows,
-        provider=provider,
-        tier=tier,
-        client=lambda: hook.build_async_client(client_options),
-        out=out,
-        logger=log,
-        **executor_options,
-    )
+from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 
 
 def _is_final(head: RowHead) -> bool:
@@ -59,7 +31,7 @@ def land_on_sync_tier(
     *,
     provider: str,
     tier: str,
-    conn_id: str | None,
+    client: ClientSource,
     log: Any,
     **executor_options: Any,
 ) -> dict[str, Any]:
@@ -69,7 +41,9 @@ def land_on_sync_tier(
     (object stores have no append), flushed row by row by the executor. A retry or a clear first reads those
     files and skips every request an earlier try already finished (succeeded, or failed
     permanently), so nothing is paid for twice; then it lands the earlier rows and the new ones
-    together, the newest row of each request winning. Returns the results manifest.
+    together, the newest row of each request winning. ``client`` builds the provider's async SDK
+    client on the executor's event loop (see ``hooks.base.async_client_factory``). Returns the
+    results manifest.
     """
     progress = state_dir / "sync-progress"
     progress.mkdir(parents=True, exist_ok=True)
@@ -81,13 +55,13 @@ def land_on_sync_tier(
         log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
     this_try = progress / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
     with this_try.open("wb") as out:
-        run_on_sync_tier(
+        run_sync_tier(
             (row for row in rows if row["custom_id"] not in finished),
-            out,
             provider=provider,
             tier=tier,
-            conn_id=conn_id,
-            log=log,
+            client=client,
+            out=out,
+            logger=log,
             **executor_options,
         )
     tally = ResultTally()

@@ -13,17 +13,16 @@ from typing import Any, ClassVar
 import httpx2
 import pytest
 
-from airflow_provider_tokentier.backends.interactive import (
+from airflow_provider_tokentier.backends.sync_tiers import (
     FLEX_NOT_AVAILABLE,
     RESOURCE_UNAVAILABLE,
     Backoff,
     NonFlexModelError,
-    ResultTally,
     retry_after_seconds,
-    run_interactive,
+    run_sync_tier,
 )
 from airflow_provider_tokentier.core.pricing import UnknownModelPriceWarning, sum_usd
-from airflow_provider_tokentier.core.results import ResultRow
+from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally
 from airflow_provider_tokentier.results import read_results
 from airflow_provider_tokentier.testing import Emulator
 from tests.integration.executors.conftest import (
@@ -62,7 +61,7 @@ def _run(emu: Emulator, rows: Any, out: Path, **options: Any) -> tuple[dict[str,
     client = options.pop("client", None) or (
         anthropic_factory(emu.base_url) if provider == "anthropic" else openai_factory(emu.openai_base_url)
     )
-    manifest = run_interactive(rows, provider=provider, client=client, out=out, **options)
+    manifest = run_sync_tier(rows, provider=provider, client=client, out=out, **options)
     return manifest, list(read_results(str(out)))
 
 
@@ -312,7 +311,7 @@ def test_anthropic_standard(tokentier_emulator: Emulator, tmp_path: Path) -> Non
 
 def test_anthropic_has_no_flex_tier() -> None:
     with pytest.raises(ValueError, match="OpenAI only"):
-        run_interactive([], provider="anthropic", tier="flex", client=object(), out=Path("/nonexistent"))
+        run_sync_tier([], provider="anthropic", tier="flex", client=object(), out=Path("/nonexistent"))
 
 
 # -- concurrency, retries, retry-after ----------------------------------------------------------------
@@ -367,7 +366,7 @@ def test_connection_errors_are_retried_then_land_retryable(tmp_path: Path) -> No
     with socket.socket() as sock:  # a port with nobody listening
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    manifest = run_interactive(
+    manifest = run_sync_tier(
         chat_rows(2),
         provider="openai",
         tier="standard",
@@ -437,7 +436,7 @@ def flaky_server() -> Iterator[str]:
 
 def test_transient_errors_are_retried_honouring_retry_after(flaky_server: str, tmp_path: Path) -> None:
     _Flaky.script = [(429, {"retry-after-ms": "300"}), (503, {})]
-    manifest = run_interactive(
+    manifest = run_sync_tier(
         chat_rows(1),
         provider="openai",
         tier="standard",
@@ -453,7 +452,7 @@ def test_transient_errors_are_retried_honouring_retry_after(flaky_server: str, t
 
 def test_transient_errors_beyond_max_attempts_land_retryable(flaky_server: str, tmp_path: Path) -> None:
     _Flaky.script = [(503, {})] * 5
-    manifest = run_interactive(
+    manifest = run_sync_tier(
         chat_rows(1),
         provider="openai",
         tier="standard",

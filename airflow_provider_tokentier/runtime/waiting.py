@@ -18,14 +18,16 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.backends.base import BatchStatus, call_with_retry, is_transient_error
+from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
-from airflow_provider_tokentier.hooks.base import provider_hook
-from airflow_provider_tokentier.planning import remaining_chain_warning
+from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
+from airflow_provider_tokentier.hooks.base import async_client_factory, provider_hook
+from airflow_provider_tokentier.runtime.dag_stages import remaining_chain_warning
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
 from airflow_provider_tokentier.workflow.submission import SubmittedBatch
-from airflow_provider_tokentier.workflow.sync_tier import land_on_sync_tier
+from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
@@ -38,14 +40,6 @@ RESCUE_TIERS = (None, "flex", "standard")
 
 #: Output tokens per request assumed when sizing a rescue margin from request bytes alone.
 RESCUE_OUTPUT_TOKENS_GUESS = 512
-
-
-class PartialResultsError(AirflowException):
-    """Some requests did not succeed and ``fail_on_partial`` is set; the rows still landed."""
-
-
-class BatchStuckError(AirflowException):
-    """A batch stopped moving (finalizing/canceling/no progress) for longer than ``stuck_after``."""
 
 
 class BatchWaitMixin:
@@ -130,7 +124,7 @@ class BatchWaitMixin:
                 progress_dir,
                 provider=provider,
                 tier=tier,
-                conn_id=self._conn_id(gate),
+                client=async_client_factory(provider, self._conn_id(gate)),
                 log=self.log,
                 total=len(ids),
                 round_=round_ + 1,
@@ -283,15 +277,6 @@ def _patiently(call: Callable[[str], _T], batch_id: str) -> _T:
         what=f"{getattr(call, '__name__', 'call')} {batch_id}",
         attempts=STATUS_CALL_ATTEMPTS,
     )
-
-
-def parse_iso(value: str) -> datetime.datetime:
-    """Parse an ISO 8601 datetime; naive values are taken as UTC."""
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"deadline {value!r} is not an ISO 8601 datetime") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 def resolve_deadline(

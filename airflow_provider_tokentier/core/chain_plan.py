@@ -5,7 +5,7 @@ least, with a long tail. Given the batch stages of a DAG (each with its batch tu
 -- from history, else the router's defaults) and which stage runs before which, this module finds
 the chains, adds up their expected finish, checks them against the known deadlines and sums the
 cost on each tier. Everything here is pure: no Airflow and no SDK imports (the DAG walk lives in
-:mod:`airflow_provider_tokentier.planning`).
+:mod:`airflow_provider_tokentier.runtime.dag_stages`).
 
 Times are seconds from the moment the chain starts (its first submission); a chain's stage ``k``
 is submitted when stage ``k-1`` ends, so its finish is the sum of the turnarounds before it plus
@@ -38,6 +38,15 @@ __all__ = [
 MAX_CHAINS = 1000
 
 _COST_TIERS = ("standard", "flex", "batch")
+
+
+def parse_iso(value: str) -> datetime.datetime:
+    """Parse an ISO 8601 datetime; naive values are taken as UTC."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"deadline {value!r} is not an ISO 8601 datetime") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)

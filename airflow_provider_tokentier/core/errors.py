@@ -1,0 +1,54 @@
+"""The errors the pure and SDK layers raise, all under `TokentierError`.
+
+Users import them from :mod:`airflow_provider_tokentier.exceptions`, which re-exports these and
+adds the errors that need an Airflow base class. Each error also keeps the built-in base it had
+before `TokentierError` existed (``ValueError`` for bad input, ``RuntimeError`` for a state that
+refuses to go on), so ``except ValueError`` handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class TokentierError(Exception):
+    """Base of every error tokentier raises on purpose."""
+
+
+class RequestValidationError(TokentierError, ValueError):
+    """A request row that the provider would reject, or that breaks a workload-wide rule.
+
+    ``index`` is the 0-based row number, ``custom_id`` the row's id when it has a usable one, and
+    ``reason`` the message without the row prefix (for per-row error reports).
+    """
+
+    def __init__(self, index: int, custom_id: str | None, message: str) -> None:
+        """Build the error; ``str(error)`` reads ``request #17 (custom_id='doc-17'): <message>``."""
+        self.index = index
+        self.custom_id = custom_id
+        self.reason = message
+        super().__init__(f"request #{index} (custom_id={custom_id!r}): {message}")
+
+
+class NonFlexModelError(TokentierError, ValueError):
+    """A flex run was asked for a model or endpoint known to have no flex tier (policy "error")."""
+
+
+class AmbiguousSubmissionError(TokentierError, RuntimeError):
+    """A crash left an intent whose batch cannot be told apart from others; refusing to guess."""
+
+
+class WorkloadChangedError(TokentierError, RuntimeError):
+    """The requests differ from those already submitted for this task instance."""
+
+
+class BatchNotEndedError(TokentierError, RuntimeError):
+    """Raised when results are asked for a batch that has not ended yet."""
+
+
+__all__ = [
+    "AmbiguousSubmissionError",
+    "BatchNotEndedError",
+    "NonFlexModelError",
+    "RequestValidationError",
+    "TokentierError",
+    "WorkloadChangedError",
+]

@@ -1,0 +1,151 @@
+"""`SyncTierOperator`: what `FlexOperator` and `StandardOperator` share.
+
+Thin Airflow glue over :mod:`airflow_provider_tokentier.backends.sync_tiers`: the rows are
+validated in a first streaming pass (a bad row fails the task before any paid call), then
+streamed through the executor, and the result rows land as JSONL at ``results_uri`` (default:
+``results.jsonl`` in the task's state directory). Both return the same results manifest as
+`BatchSensor`, so downstream tasks read results the same way whatever tier ran them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from airflow_provider_tokentier.backends.sync_tiers import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_PROGRESS_EVERY,
+    ResultTally,
+    check_sync_tier_options,
+)
+from airflow_provider_tokentier.core.pricing import PriceTable
+from airflow_provider_tokentier.core.requests import iter_validated
+from airflow_provider_tokentier.hooks.base import async_client_factory
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.runtime.task_state import state_dir_for
+from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
+from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
+
+
+class SyncTierOperator(BaseOperator):
+    """What `FlexOperator` and `StandardOperator` share; see their docstrings."""
+
+    template_fields: Sequence[str] = (
+        "requests",
+        "requests_uri",
+        "model",
+        "endpoint",
+        "results_uri",
+        "state_root",
+    )
+
+    tier: str = "standard"
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        requests: Any = None,
+        requests_uri: str | None = None,
+        conn_id: str | None = None,
+        endpoint: str | None = None,
+        model: str | None = None,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        request_timeout: float | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        results_uri: str | None = None,
+        state_root: str | None = None,
+        progress_every: int = DEFAULT_PROGRESS_EVERY,
+        prices: Any = None,
+        executor_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        options = dict(executor_options or {})
+        check_sync_tier_options(
+            provider=provider,
+            tier=self.tier,
+            max_concurrency=max_concurrency,
+            request_timeout=request_timeout,
+            max_attempts=max_attempts,
+            **options,
+        )
+        check_workload_arguments(provider, requests, requests_uri, endpoint)
+        if progress_every < 0:
+            raise ValueError(f"progress_every must not be negative, got {progress_every!r}")
+        self.provider = provider
+        self.requests = requests
+        self.requests_uri = requests_uri
+        self.conn_id = conn_id
+        self.endpoint = endpoint if provider == "openai" else None
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.request_timeout = request_timeout
+        self.max_attempts = max_attempts
+        self.results_uri = results_uri
+        self.state_root = state_root
+        self.progress_every = progress_every
+        self.prices = prices
+        self._executor_options = options
+
+    # -- rows ----------------------------------------------------------------------------------
+    def _open_rows(self) -> Iterable[Mapping[str, Any]]:
+        return open_request_rows(self.requests, self.requests_uri)
+
+    def _validated(self, endpoint: str | None) -> Iterator[dict[str, Any]]:
+        return iter_validated(self._open_rows(), self.provider, endpoint=endpoint, default_model=self.model)
+
+    def _validate_all(self) -> tuple[int, str | None]:
+        """First pass: every row checked, nothing kept but the count and the workload endpoint."""
+        total, endpoint = 0, self.endpoint
+        for row in self._validated(self.endpoint):
+            total += 1
+            endpoint = endpoint or row.get("url")
+        return total, endpoint
+
+    # -- run -----------------------------------------------------------------------------------
+    def _price_table(self) -> PriceTable:
+        return resolve_price_table(self.prices)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        total, endpoint = self._validate_all()
+        self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)
+        target = (
+            ObjectStoragePath(self.results_uri)
+            if self.results_uri
+            else state_dir_for(context, self.state_root) / "results.jsonl"
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if total == 0:
+            with target.open("wb"):
+                pass
+            return ResultTally().manifest(
+                results_uri=str(target), provider=self.provider, model=self.model, submitted_at=None
+            )
+
+        manifest = land_on_sync_tier(
+            self._validated(endpoint),
+            target,
+            state_dir_for(context, self.state_root),
+            provider=self.provider,
+            tier=self.tier,
+            client=async_client_factory(self.provider, self.conn_id),
+            log=self.log,
+            progress_every=self.progress_every,
+            total=total,
+            endpoint=endpoint,
+            max_concurrency=self.max_concurrency,
+            request_timeout=self.request_timeout,
+            max_attempts=self.max_attempts,
+            prices=self._price_table(),
+            **self._executor_options,
+        )
+        # The executor logged the summary (counts per status and tier, cost, savings, wire stats).
+        self.log.info("Landed %d rows at %s", manifest["total"], manifest["results_uri"])
+        return manifest
+
+
+__all__ = ["SyncTierOperator"]

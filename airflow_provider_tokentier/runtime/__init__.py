@@ -1,0 +1,1 @@
+"""Airflow glue shared by the operators, sensors, triggers and the CLI."""

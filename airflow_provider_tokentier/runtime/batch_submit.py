@@ -1,0 +1,72 @@
+"""Validate, chunk and submit a batch workload retry-safely (shared by the batch and tiered operators)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from airflow_provider_tokentier.backends import batch_backend
+from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
+from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.workflow.submission import prepare_workload, submit_chunks
+
+
+def submit_workload(
+    context: Any,
+    open_rows: Callable[[], Iterable[Mapping[str, Any]]],
+    *,
+    provider: str,
+    conn_id: str | None,
+    endpoint: str | None,
+    model: str | None,
+    state_root: str | None,
+    caps: Mapping[str, int | None],
+    safety_margin: float,
+    log: Any,
+) -> dict[str, Any]:
+    """Validate, chunk and submit a workload retry-safely; return the submission manifest."""
+    hook = provider_hook(provider, conn_id)
+    state_dir = state_dir_for(context, state_root)
+    workload = prepare_workload(
+        open_rows,
+        provider=provider,
+        state_dir=state_dir,
+        endpoint=endpoint,
+        default_model=model,
+        caps=caps,
+        safety_margin=safety_margin,
+    )
+    log.info(
+        "Validated %d requests into %d batch(es) (state: %s)", workload.total, len(workload.chunks), state_dir
+    )
+    ledger = Ledger(state_dir)
+    backend = batch_backend(provider, hook.get_client())
+    batches = submit_chunks(
+        workload.chunks,
+        backend=backend,
+        ledger=ledger,
+        task_key=task_key(context),
+        fingerprint=workload.fingerprint,
+        endpoint=workload.endpoint,
+    )
+    first_intent = min(
+        (float(r["at"]) for n in ledger.names("intent-") if (r := ledger.read(n)) is not None),
+        default=None,
+    )
+    submitted_at = datetime.datetime.fromtimestamp(first_intent or 0, datetime.timezone.utc).isoformat()
+    return {
+        "provider": provider,
+        "conn_id": hook.conn_id,
+        "state_uri": str(state_dir),
+        "requests_uri": workload.requests_uri,
+        "endpoint": workload.endpoint,
+        "model": workload.model,
+        "fingerprint": workload.fingerprint,
+        "total": workload.total,
+        "caps": dict(caps),
+        "safety_margin": safety_margin,
+        "batches": [b.to_dict() for b in batches],
+        "submitted_at": submitted_at,
+    }
