@@ -56,6 +56,9 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "tokentier", "python-modules": ["airflow_provider_tokentier.triggers.batch"]}
         ],
+        "plugins": [
+            {"name": "tokentier", "plugin-class": "airflow_provider_tokentier.plugins.TokentierPlugin"}
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_tokentier.hooks.anthropic.TokentierAnthropicHook",

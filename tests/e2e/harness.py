@@ -108,6 +108,10 @@ class AirflowStack:
     :param fast: short scheduler/dag-processor/triggerer intervals, for tests.
     :param port: api-server port (default: a free one).
     :param password: the ``admin`` user's password (default: a random one).
+    :param users: more SimpleAuthManager users, ``name -> "role"`` or ``"role:team1|team2"``;
+        each gets a random password (`password_of`).
+    :param bundle_teams: DAG folder index -> owning team. Teams are created after the migration
+        and turn on ``[core] multi_team``: a user then reads a team's DAGs only in that team.
     """
 
     home: Path
@@ -117,6 +121,8 @@ class AirflowStack:
     fast: bool = True
     port: int = 0
     password: str = ""
+    users: Mapping[str, str] = field(default_factory=dict)
+    bundle_teams: Mapping[int, str] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict, init=False)
     token: str = field(default_factory=lambda: secrets.token_hex(8), init=False)
     _api: ApiClient | None = field(default=None, init=False)
@@ -130,6 +136,7 @@ class AirflowStack:
         )
         self.port = self.port or free_port()
         self.password = self.password or secrets.token_urlsafe(12)
+        self.passwords = {"admin": self.password, **{u: secrets.token_urlsafe(12) for u in self.users}}
         self.logs_dir = self.home / "process-logs"
         self.state_root = self.home / "tokentier"
 
@@ -143,6 +150,23 @@ class AirflowStack:
         if self._api is None:
             self._api = ApiClient(self.base_url, "admin", self.password)
         return self._api
+
+    @property
+    def teams(self) -> list[str]:
+        """Every team a bundle or a user names (the auth manager insists they all exist)."""
+        named = set(self.bundle_teams.values())
+        for spec in self.users.values():
+            teams = spec.partition(":")[2]
+            named.update(t for t in teams.split("|") if t)
+        return sorted(named)
+
+    def password_of(self, username: str) -> str:
+        """The password of ``admin`` or of one of `users`."""
+        return self.passwords[username]
+
+    def client(self, username: str) -> ApiClient:
+        """A REST API client acting as ``username`` (close it when done)."""
+        return ApiClient(self.base_url, username, self.password_of(username))
 
     # -- environment -----------------------------------------------------------------------------
     def child_env(self) -> dict[str, str]:
@@ -158,6 +182,7 @@ class AirflowStack:
                 "name": "dags-folder" if i == 0 else f"dags-{i}",
                 "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
                 "kwargs": {"path": str(folder)},
+                **({"team_name": self.bundle_teams[i]} if i in self.bundle_teams else {}),
             }
             for i, folder in enumerate(self.folders)
         ]
@@ -174,7 +199,10 @@ class AirflowStack:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__CORE__FERNET_KEY": secret,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+                    ["admin:admin", *(f"{name}:{spec}" for name, spec in self.users.items())]
+                ),
+                "AIRFLOW__CORE__MULTI_TEAM": str(bool(self.teams)),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
@@ -209,7 +237,7 @@ class AirflowStack:
     def start(self, timeout: float = 180.0) -> AirflowStack:
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
-        (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
+        (self.home / "passwords.json").write_text(json.dumps(self.passwords))
         self._env = self.child_env()
         try:
             self._migrate()
@@ -238,10 +266,28 @@ class AirflowStack:
             )
         if result.returncode != 0:
             raise StackError(f"airflow db migrate failed:\n{log_path.read_text()[-5000:]}")
+        for team in self.teams:
+            self._run_cli("teams", "create", team)
         # WAL lets readers and one writer work at once: fewer "database is locked" stalls
         # with five processes on one SQLite file. The mode is stored in the file.
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
             db.execute("PRAGMA journal_mode=WAL")
+
+    def _run_cli(self, *args: str) -> None:
+        """``airflow *args`` before the components start (its output goes to a log file)."""
+        log_path = self.logs_dir / f"cli-{args[0]}.log"
+        with log_path.open("ab") as log:
+            result = subprocess.run(
+                self._airflow(*args),
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                timeout=300,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise StackError(f"airflow {' '.join(args)} failed:\n{log_path.read_text()[-5000:]}")
 
     def _args(self, name: str) -> list[str]:
         if name == "api-server":
@@ -490,7 +536,7 @@ class AirflowStack:
 
 
 class ApiClient:
-    """The REST API (``/api/v2``) as the ``admin`` user, with a JWT from ``/auth/token``."""
+    """The REST API (``/api/v2``) as one user (``admin`` by default), with a JWT from ``/auth/token``."""
 
     def __init__(self, base_url: str, username: str, password: str) -> None:
         self.base_url = base_url
@@ -544,6 +590,22 @@ class ApiClient:
 
     def get(self, path: str, params: Any = None) -> Any:
         return self.request("GET", path, params=params)
+
+    def token(self) -> str:
+        """This user's JWT (logs in on first use)."""
+        if self._token is None:
+            self._login()
+        assert self._token is not None
+        return self._token
+
+    def fetch(self, path: str, params: Any = None) -> httpx.Response:
+        """GET any path of the api-server (``/tokentier/...``, say) as this user; the raw response."""
+        return httpx.get(
+            f"{self.base_url}{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+        )
 
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, body)
