@@ -6,7 +6,7 @@ answer as it is, and the context of the HTML template. Nothing here touches the 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -42,7 +42,20 @@ def _safe_url(value: Any) -> str | None:
     return value if isinstance(value, str) and value.startswith(("https://", "http://")) else None
 
 
-_TEMPLATES.filters.update(money=_money, duration=human_duration, safe_url=_safe_url)
+def _when(value: Any) -> str:
+    """``2026-11-29 06:00 UTC`` for an ISO timestamp (as it is if it does not parse)."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return value if isinstance(value, str) else ""
+    if parsed.utcoffset() is not None:
+        return parsed.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+_TEMPLATES.filters.update(money=_money, duration=human_duration, safe_url=_safe_url, when=_when)
+
+#: Row outcomes in the order the tab lists them.
+COUNT_KEYS = ("succeeded", "errored", "expired", "canceled", "missing", "skipped_budget", "pending")
 
 
 def render(template: str, **context: Any) -> str:
@@ -94,6 +107,12 @@ def deadline_status(record: dict[str, Any]) -> str | None:
     return "on track"
 
 
+def counts(record: dict[str, Any], manifest: dict[str, Any]) -> list[tuple[str, int]]:
+    """Rows per outcome: the record's totals, else the manifest's counts; unknown ones left out."""
+    source = record.get("totals") or manifest.get("counts") or {}
+    return [(k, source[k]) for k in COUNT_KEYS if isinstance(source.get(k), int)]
+
+
 def task_instance_page(view: TaskInstanceView) -> dict[str, Any]:
     """The JSON twin of the task-instance tab (also the template's context)."""
     key = view.key
@@ -108,6 +127,7 @@ def task_instance_page(view: TaskInstanceView) -> dict[str, Any]:
         "tokentier": view.is_tokentier,
         "record": view.record,
         "manifest": view.manifest,
+        "counts": counts(record, view.manifest or {}),
         "progress": progress(record) if view.record else None,
         "deadline_status": deadline_status(record) if view.record else None,
         "airflow_url": airflow_ti_url(key.dag_id, key.run_id, key.task_id, key.map_index),
