@@ -13,7 +13,7 @@ _API_KEY_UI = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe tokentier to Airflow: its package, hooks, operators, triggers and connection types."""
+    """Describe tokentier to Airflow: its package, hooks, operators, triggers, links and connection types."""
     return {
         "package-name": "airflow-provider-tokentier",
         "name": "tokentier",
@@ -55,6 +55,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "triggers": [
             {"integration-name": "tokentier", "python-modules": ["airflow_provider_tokentier.triggers.batch"]}
+        ],
+        "extra-links": [
+            "airflow_provider_tokentier.links.batch.ProviderBatchLink",
+            "airflow_provider_tokentier.links.batch.TokentierViewLink",
         ],
         "connection-types": [
             {

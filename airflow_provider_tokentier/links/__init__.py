@@ -1,0 +1,10 @@
+"""Operator extra links: the provider console page of the current batch, and tokentier's own view."""
+
+from airflow_provider_tokentier.links.batch import (
+    ProviderBatchLink,
+    TokentierViewLink,
+    link_from_xcom,
+    persist_links,
+)
+
+__all__ = ["ProviderBatchLink", "TokentierViewLink", "link_from_xcom", "persist_links"]
