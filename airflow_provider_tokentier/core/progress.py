@@ -112,13 +112,15 @@ def expected_finish(started_at: float | None, p50_s: float, p95_s: float) -> dic
     """When a round started at ``started_at`` (unix time) should end, at p50 and p95 turnaround."""
     if started_at is None:
         return None
-    return {"p50": iso_utc(started_at + p50_s), "p95": iso_utc(started_at + p95_s)}
+    return {"p50": _iso(started_at + p50_s), "p95": _iso(started_at + p95_s)}
 
 
 def iso_utc(at: float | None) -> str | None:
     """ISO 8601 UTC string of a unix time (None stays None)."""
-    if at is None:
-        return None
+    return None if at is None else _iso(at)
+
+
+def _iso(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -188,3 +190,28 @@ def _small_decision(decision: Mapping[str, Any] | None) -> dict[str, Any] | None
         "reasons": [str(r)[:MAX_MESSAGE_CHARS] for r in list(decision.get("reasons") or [])[:10]],
         "costs": dict(decision.get("estimated_cost_usd") or decision.get("costs") or {}),
     }
+
+
+#: Results-manifest keys an asset event's ``extra`` carries.
+RESULTS_EVENT_KEYS = (
+    "results_uri",
+    "total",
+    "counts",
+    "rounds",
+    "tiers",
+    "cost_usd",
+    "standard_cost_usd",
+    "savings_usd",
+    "provider",
+    "model",
+    "finished_at",
+)
+
+
+def results_event_extra(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``extra`` of a landed-results asset event: what landed, where, and what it cost."""
+    extra = {key: manifest.get(key) for key in RESULTS_EVENT_KEYS}
+    decision = manifest.get("decision")
+    if isinstance(decision, Mapping) and decision.get("tier"):
+        extra["tier_chosen"] = decision["tier"]
+    return extra

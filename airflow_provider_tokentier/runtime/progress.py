@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_tokentier.runtime.settings import console_url
 from airflow_provider_tokentier.core.links import provider_batch_url
 from airflow_provider_tokentier.core.progress import (
     PROGRESS_KEY,
@@ -25,6 +24,7 @@ from airflow_provider_tokentier.core.progress import (
     expected_finish,
     iso_utc,
 )
+from airflow_provider_tokentier.runtime.settings import console_url
 
 
 def publish_progress(context: Any, record: ProgressRecord) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def _batch_rows(
             else:
                 status, counts = "submitted", {}
             if batch.id.startswith("rescue-"):
-                status = "completed" if totals is not None else "running"
+                status = "completed" if gate.is_harvested(batch) else "running"
             rows.append(
                 BatchProgress(
                     id=batch.id,
@@ -121,7 +121,7 @@ def gate_progress(
     *,
     operator: str,
     phase: str,
-    max_rounds: int,
+    max_rounds: int | None,
     statuses: Mapping[str, Any] | None = None,
     deadline: float | None = None,
     rescue: Mapping[str, Any] | None = None,
