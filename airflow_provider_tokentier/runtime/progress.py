@@ -141,8 +141,7 @@ def gate_progress(
     counts, carried = _round_counts(gate, harvests, last)
     total = int(gate.manifest.get("total") or sum(b.requests for b in gate.batches_of(0)))
     cost, standard = _costs(harvests, [b.id for b in batches])
-    live_created = [s.created_at for s in statuses.values() if getattr(s, "created_at", None)]
-    round_started = min(live_created) if live_created else _submitted_at(gate.manifest)
+    round_started = _round_started_at(gate, last)
     return ProgressRecord(
         operator=operator,
         provider=gate.settings.provider,
@@ -163,6 +162,14 @@ def gate_progress(
         results_uri=results_uri,
         started_at=gate.manifest.get("submitted_at"),
     )
+
+
+def _round_started_at(gate: Any, round_: int) -> float | None:
+    """When this worker submitted ``round_`` (its own clock: the provider's may differ)."""
+    if round_ == 0:
+        return _submitted_at(gate.manifest)
+    intent = gate.ledger.intent(round_, 0)
+    return float(intent["at"]) if intent and intent.get("at") is not None else None
 
 
 def _submitted_at(manifest: Mapping[str, Any]) -> float | None:

@@ -186,6 +186,13 @@ class BatchWaitMixin:
         The progress record and the links are published before returning batches to wait on
         (the caller then defers or ends the poke), and at every re-batch, rescue and landing.
         """
+        try:
+            return self._advance_rounds(gate, report)
+        except BaseException:
+            report.close_round()  # the traceback belongs outside the round's folded group
+            raise
+
+    def _advance_rounds(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
         deadline = self._deadline_at(gate)
         rescue_at = self._rescue_at(gate, deadline)
         landed = gate.ledger.read("landed")
