@@ -18,6 +18,10 @@ DEFAULT_CONSOLE_URLS = {
 #: Where the tokentier plugin's FastAPI app is mounted under the api-server.
 PLUGIN_MOUNT = "/tokentier"
 
+#: The XCom keys the worker stores each link's URL under (Airflow's api-server reads them).
+PROVIDER_BATCH_LINK_KEY = "tokentier_link_provider_batch"
+VIEW_LINK_KEY = "tokentier_link_view"
+
 
 def _check_base(base: str, what: str) -> str:
     parts = urlsplit(base)

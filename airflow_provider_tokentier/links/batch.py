@@ -1,10 +1,11 @@
 """The extra links of `BatchSubmitOperator`, `BatchSensor` and `TieredInferenceOperator`.
 
 Links are computed on the worker, where the batch ids are known, and stored as XCom under
-each link's ``xcom_key``: Airflow 3's api-server only reads that XCom (it never runs this
-code). They are persisted at every step -- before each ``defer()`` and on every poke in
-reschedule mode, because a try that does not resume from a deferral starts by clearing the
-task's XComs -- and Airflow pushes `get_link`'s answer once more when the try ends.
+each link's ``xcom_key`` (by :func:`airflow_provider_tokentier.runtime.reporting.persist_links`):
+Airflow 3's api-server only reads that XCom (it never runs this code). They are persisted at
+every step -- before each ``defer()`` and on every poke in reschedule mode, because a try that
+does not resume from a deferral starts by clearing the task's XComs -- and Airflow pushes
+`get_link`'s answer once more when the try ends.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperatorLink
 from airflow.sdk.execution_time.xcom import XCom  # the configured XCom backend, as providers read it
 
-from airflow_provider_tokentier.core.links import provider_batch_url, task_instance_view_url
+from airflow_provider_tokentier.core.links import PROVIDER_BATCH_LINK_KEY, VIEW_LINK_KEY
 
 
 def link_from_xcom(value: Any) -> str:
@@ -46,35 +47,11 @@ class ProviderBatchLink(_PersistedLink):
     """The provider console page of the batch the task waits on (or last waited on)."""
 
     name = "Provider batch"
-    key = "tokentier_link_provider_batch"
+    key = PROVIDER_BATCH_LINK_KEY
 
 
 class TokentierViewLink(_PersistedLink):
     """The tokentier plugin's view of this task instance: rounds, batches, cost and savings."""
 
     name = "tokentier"
-    key = "tokentier_link_view"
-
-
-def persist_links(context: Any, provider: str | None, batch_id: str | None) -> dict[str, str]:
-    """Store both links of the running task instance as XCom; return what was stored.
-
-    ``batch_id``: the current batch (None before the first submission: only the tokentier
-    view is stored then). Base URLs come from ``[tokentier] anthropic_console_url`` /
-    ``openai_console_url`` and ``[api] base_url``.
-    """
-    from airflow_provider_tokentier.runtime.settings import api_base_url, console_url
-
-    ti = context["ti"]
-    stored = {
-        TokentierViewLink.key: task_instance_view_url(
-            api_base_url(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)
-        )
-    }
-    if provider and batch_id:
-        url = provider_batch_url(provider, batch_id, console_url(provider))
-        if url:
-            stored[ProviderBatchLink.key] = url
-    for key, url in stored.items():
-        ti.xcom_push(key=key, value=url)
-    return stored
+    key = VIEW_LINK_KEY

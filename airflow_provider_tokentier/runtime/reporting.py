@@ -15,10 +15,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow_provider_tokentier.core.links import (
+    PROVIDER_BATCH_LINK_KEY,
+    VIEW_LINK_KEY,
+    provider_batch_url,
+    task_instance_view_url,
+)
 from airflow_provider_tokentier.core.log_format import GROUP_END, group_start, round_title, summary_lines
 from airflow_provider_tokentier.core.progress import ErrorSamples, ProgressRecord, iso_utc
-from airflow_provider_tokentier.links.batch import persist_links
 from airflow_provider_tokentier.runtime.progress import gate_progress, publish_progress
+from airflow_provider_tokentier.runtime.settings import api_base_url, console_url
 
 
 class StepReporter:
@@ -160,3 +166,26 @@ def _current_batch(record: ProgressRecord) -> str | None:
 def _tier_of(manifest: Mapping[str, Any]) -> str:
     tiers = {k: v for k, v in (manifest.get("tiers") or {}).items() if v}
     return max(tiers, key=lambda k: tiers[k]) if tiers else "batch"
+
+
+def persist_links(context: Any, provider: str | None, batch_id: str | None) -> dict[str, str]:
+    """Store both extra links of the running task instance as XCom; return what was stored.
+
+    ``batch_id``: the current batch (None before the first submission: only the tokentier
+    view is stored then). Base URLs come from ``[tokentier] anthropic_console_url`` /
+    ``openai_console_url`` and ``[api] base_url``. The keys are those of
+    `~airflow_provider_tokentier.links.ProviderBatchLink` / `TokentierViewLink`.
+    """
+    ti = context["ti"]
+    stored = {
+        VIEW_LINK_KEY: task_instance_view_url(
+            api_base_url(), ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)
+        )
+    }
+    if provider and batch_id:
+        url = provider_batch_url(provider, batch_id, console_url(provider))
+        if url:
+            stored[PROVIDER_BATCH_LINK_KEY] = url
+    for key, url in stored.items():
+        ti.xcom_push(key=key, value=url)
+    return stored
