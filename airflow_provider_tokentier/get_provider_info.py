@@ -13,7 +13,7 @@ _API_KEY_UI = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe tokentier to Airflow: its package, hooks, operators, triggers and connection types."""
+    """Describe tokentier to Airflow: its package, hooks, operators, triggers, links and connection types."""
     return {
         "package-name": "airflow-provider-tokentier",
         "name": "tokentier",
@@ -58,6 +58,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "plugins": [
             {"name": "tokentier", "plugin-class": "airflow_provider_tokentier.plugins.TokentierPlugin"}
+        ],
+        "extra-links": [
+            "airflow_provider_tokentier.links.batch.ProviderBatchLink",
+            "airflow_provider_tokentier.links.batch.TokentierViewLink",
         ],
         "connection-types": [
             {

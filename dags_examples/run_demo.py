@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from airflow_provider_tokentier.core.log_format import summary_lines
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,10 +48,6 @@ def main() -> None:
     os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(ROOT / "dags_examples"))
-    # One line per HTTP call drowns tokentier's own progress lines; keep the SDK transports quiet.
-    os.environ.setdefault(
-        "AIRFLOW__LOGGING__NAMESPACE_LEVELS", "httpx=WARNING httpx2=WARNING httpcore=WARNING"
-    )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
     with _provider() as where:
         print(f"tokentier demo: nightly_doc_refresh against {where}")
@@ -58,28 +56,26 @@ def main() -> None:
         started = time.monotonic()
         run = dag.test()
         elapsed = time.monotonic() - started
-        summary = _store_summary(run)
         print(f"run state:        {run.state} in {elapsed:.1f}s")
-        if summary:
-            print(f"requests:         {sum(summary['counts'].values())} -> {summary['counts']}")
-            print(f"rounds:           {summary['rounds']}")
-            print(f"cost (batch):     ${summary['cost_usd']:.6f}")
-            print(f"cost at standard: ${summary['standard_cost_usd']:.6f}")
-            print(f"savings:          ${summary['savings_usd']:.6f}")
-            print(f"results:          {summary['results_uri']}")
-            print(f"doc store:        {summary['doc_store']} ({summary['stored']} summaries)")
+        manifest = _return_value(run, "summaries_ready")
+        if manifest:
+            # The same summary block the sensor wrote to its task log.
+            print("\n".join(summary_lines(manifest)))
+        stored = _return_value(run, "store_summaries")
+        if stored:
+            print(f"doc store:        {stored['doc_store']} ({stored['stored']} summaries)")
     if str(run.state) != "success":
         sys.exit(1)
 
 
-def _store_summary(run: object) -> dict | None:
+def _return_value(run: object, task_id: str) -> dict | None:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
         row = (
             session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id="store_summaries", key="return_value")  # type: ignore[attr-defined]
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")  # type: ignore[attr-defined]
             .one_or_none()
         )
         return None if row is None else XComModel.deserialize_value(row)

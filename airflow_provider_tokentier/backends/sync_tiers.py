@@ -51,12 +51,14 @@ import openai
 from airflow_provider_tokentier.backends.base import is_transient_status
 from airflow_provider_tokentier.core.errors import NonFlexModelError
 from airflow_provider_tokentier.core.jsonl import dumps_line
+from airflow_provider_tokentier.core.log_format import sync_progress_line
 from airflow_provider_tokentier.core.pricing import (
     PriceTable,
     Usage,
     usage_from_anthropic,
     usage_from_openai,
 )
+from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.result_rows import (
     ErrorInfo,
     ResultRow,
@@ -628,6 +630,10 @@ class InfoLogger(Protocol):
 #: An async SDK client, or a zero-argument callable (sync or async) that builds one.
 ClientSource = Any
 
+#: Called with the running totals and the errors so far: at the start, every
+#: ``progress_every`` rows and at the end (e.g. to publish a progress record).
+ProgressCallback = Callable[[ResultTally, ErrorSamples], None]
+
 
 async def arun_sync_tier(
     rows: Iterable[Mapping[str, Any]],
@@ -641,6 +647,7 @@ async def arun_sync_tier(
     progress_every: int = DEFAULT_PROGRESS_EVERY,
     total: int | None = None,
     deadline_iso: str | None = None,
+    on_progress: ProgressCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Async :func:`run_sync_tier` (same arguments), for callers already on an event loop."""
@@ -651,7 +658,9 @@ async def arun_sync_tier(
     if inspect.isawaitable(sdk_client):
         sdk_client = await sdk_client
     tally = ResultTally()
+    errors = ErrorSamples()
     models: list[str] = []
+    started = time.monotonic()
 
     def tap(source: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
         """Note the workload's model (the first row's requested model) for the manifest."""
@@ -664,24 +673,33 @@ async def arun_sync_tier(
 
     try:
         executor = SyncTierExecutor(provider=provider, tier=tier, client=sdk_client, **options)
-        of_total = f"/{total}" if total is not None else ""
+        if on_progress is not None:
+            on_progress(tally, errors)
         async for row in executor.iter_results(tap(rows)):
             out.write(dumps_line(row) + b"\n")
             out.flush()  # a row is paid for once it exists: keep it even if the worker dies next
             tally.add(row)
+            errors.add_row(row["custom_id"], row["status"], row.get("error"))
             if progress_every > 0 and tally.total % progress_every == 0:
                 logger.info(
-                    "%s %s: %d%s rows done; tiers %s; %s",
-                    provider,
-                    tier,
-                    tally.total,
-                    of_total,
-                    {k: v for k, v in tally.tiers.items() if v},
-                    {k: v for k, v in tally.counts.to_dict().items() if v},
+                    sync_progress_line(
+                        provider=provider,
+                        tier=tier,
+                        done=tally.total,
+                        total=total,
+                        counts=tally.counts.to_dict(),
+                        tiers=tally.tiers,
+                        elapsed_s=time.monotonic() - started,
+                        cost_so_far_usd=tally.cost_usd(),
+                    )
                 )
+                if on_progress is not None:
+                    on_progress(tally, errors)
     finally:
         if owns_client:
             await sdk_client.close()
+    if on_progress is not None:
+        on_progress(tally, errors)
     logger.info("%s %s done: %s; wire: %s", provider, tier, tally.summary(), executor.stats.to_dict())
     return tally.manifest(
         results_uri=results_uri,
@@ -704,6 +722,7 @@ def run_sync_tier(
     progress_every: int = DEFAULT_PROGRESS_EVERY,
     total: int | None = None,
     deadline_iso: str | None = None,
+    on_progress: ProgressCallback | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run ``rows`` on ``tier`` from synchronous code and land them as JSONL; return the manifest.
@@ -720,6 +739,8 @@ def run_sync_tier(
     :param progress_every: log a progress line every this many rows (0: never).
     :param total: the number of rows, shown in progress lines when known.
     :param deadline_iso: recorded as the manifest's ``deadline``.
+    :param on_progress: called with the running `ResultTally` and `ErrorSamples` at the start,
+        every ``progress_every`` rows and at the end.
     :param options: :class:`SyncTierExecutor` options (``max_concurrency``, ``flex_patience``,
         ``on_unavailable``, ``non_flex_model``, ``flex_models``, ``request_timeout``,
         ``max_attempts``, ``backoff``, ``prices``, ``deadline``, ``endpoint``, ``round_``).
@@ -758,6 +779,7 @@ def run_sync_tier(
                     progress_every=progress_every,
                     total=total,
                     deadline_iso=deadline_iso,
+                    on_progress=on_progress,
                     **options,
                 )
             )
@@ -774,6 +796,7 @@ def run_sync_tier(
             progress_every=progress_every,
             total=total,
             deadline_iso=deadline_iso,
+            on_progress=on_progress,
             **options,
         )
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
@@ -34,6 +35,23 @@ ASYNC_POOL_LIMITS = httpx2.Limits(max_connections=ASYNC_POOL_SIZE, max_keepalive
 #: registry is full whenever this module is importable.
 _HOOKS: dict[str, type[ProviderHook[Any, Any]]] = {}
 
+#: The loggers of the SDKs' HTTP transport (both SDKs log through ``httpx2``; ``httpx`` for
+#: clients a user passes in). At INFO they write one line per request -- every status poll of
+#: every batch -- into task and trigger logs, burying tokentier's own progress lines.
+TRANSPORT_LOGGERS = ("httpx2", "httpx")
+
+
+def quiet_transport_logs() -> None:
+    """Raise the SDK transport loggers to WARNING, unless a level was configured for them.
+
+    An explicit level (``[logging] namespace_levels``, ``ANTHROPIC_LOG=info``, ...) is kept: only
+    a logger still at NOTSET, which would inherit the task's INFO, is changed.
+    """
+    for name in TRANSPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
 
 class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
     """Base for the Anthropic and OpenAI hooks.
@@ -60,6 +78,7 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         self, conn_id: str | None = None, *, max_retries: int | None = None, timeout: float | None = None
     ) -> None:
         super().__init__()
+        quiet_transport_logs()  # every client is built through a hook: workers and triggerers alike
         self.conn_id = conn_id or self.default_conn_name
         self.max_retries = max_retries
         self.timeout = timeout

@@ -8,8 +8,13 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.progress import ProgressRecord
+from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
 from airflow_provider_tokentier.runtime.batch_submit import submit_workload
 from airflow_provider_tokentier.runtime.dag_stages import SUBMIT_ROLE
+from airflow_provider_tokentier.runtime.reporting import StepReporter
+from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
+from airflow_provider_tokentier.workflow.gate import BatchGate, GateSettings
 from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
 
 
@@ -45,6 +50,7 @@ class BatchSubmitOperator(BaseOperator):
     ui_color = "#e8d5f5"
     #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
     batch_stage_role: ClassVar[str] = SUBMIT_ROLE
+    operator_extra_links = (ProviderBatchLink(), TokentierViewLink())
 
     def __init__(
         self,
@@ -91,7 +97,17 @@ class BatchSubmitOperator(BaseOperator):
         return open_request_rows(self.requests, self.requests_uri)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        return submit_workload(
+        report = StepReporter(context, operator=type(self).__name__, log=self.log)
+        report.publish(
+            ProgressRecord(
+                operator=report.operator,
+                provider=self.provider,
+                model=self.model,
+                tier="batch",
+                phase="submitting",
+            )
+        )
+        submission = submit_workload(
             context,
             self._open_rows,
             provider=self.provider,
@@ -103,3 +119,12 @@ class BatchSubmitOperator(BaseOperator):
             safety_margin=self.safety_margin,
             log=self.log,
         )
+        # The batches now wait at the provider; the sensor downstream takes the record from here.
+        gate = BatchGate(
+            manifest=submission,
+            state_dir=state_dir_for(context, self.state_root),
+            settings=GateSettings(provider=self.provider),
+            task_key=task_key(context),
+        )
+        report.batch_step(gate, "waiting", max_rounds=None)
+        return submission

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from airflow.sdk import Asset, AssetAlias
+
 from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_FLEX_PATIENCE_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -55,6 +57,8 @@ class FlexOperator(SyncTierOperator):
     :param progress_every: log a progress line every this many rows (default 100; 0: never).
     :param prices: price overrides (dict, JSON string or path) for cost accounting, on top
         of the built-in table and ``[tokentier] prices``.
+    :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
+        the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
     """
 
     tier = "flex"
@@ -79,6 +83,7 @@ class FlexOperator(SyncTierOperator):
         state_root: str | None = None,
         progress_every: int = DEFAULT_PROGRESS_EVERY,
         prices: Any = None,
+        results_asset: Asset | AssetAlias | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -95,6 +100,7 @@ class FlexOperator(SyncTierOperator):
             state_root=state_root,
             progress_every=progress_every,
             prices=prices,
+            results_asset=results_asset,
             executor_options={
                 "flex_patience": flex_patience,
                 "on_unavailable": on_unavailable,

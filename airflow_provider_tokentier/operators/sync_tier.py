@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 
 from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_MAX_ATTEMPTS,
@@ -24,6 +24,8 @@ from airflow_provider_tokentier.backends.sync_tiers import (
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.hooks.base import async_client_factory
+from airflow_provider_tokentier.runtime.assets import declare_results_asset, emit_results_event
+from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for
 from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
@@ -61,6 +63,7 @@ class SyncTierOperator(BaseOperator):
         progress_every: int = DEFAULT_PROGRESS_EVERY,
         prices: Any = None,
         executor_options: Mapping[str, Any] | None = None,
+        results_asset: Asset | AssetAlias | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,6 +93,8 @@ class SyncTierOperator(BaseOperator):
         self.progress_every = progress_every
         self.prices = prices
         self._executor_options = options
+        self.results_asset = results_asset
+        declare_results_asset(self, results_asset)
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
@@ -111,6 +116,7 @@ class SyncTierOperator(BaseOperator):
         return resolve_price_table(self.prices)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        report = StepReporter(context, operator=type(self).__name__, log=self.log, links=False)
         total, endpoint = self._validate_all()
         self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)
         target = (
@@ -122,9 +128,13 @@ class SyncTierOperator(BaseOperator):
         if total == 0:
             with target.open("wb"):
                 pass
-            return ResultTally().manifest(
+            empty = ResultTally().manifest(
                 results_uri=str(target), provider=self.provider, model=self.model, submitted_at=None
             )
+            report.summary(empty)
+            report.landed(empty)
+            emit_results_event(context, self.results_asset, empty)
+            return empty
 
         manifest = land_on_sync_tier(
             self._validated(endpoint),
@@ -141,10 +151,14 @@ class SyncTierOperator(BaseOperator):
             request_timeout=self.request_timeout,
             max_attempts=self.max_attempts,
             prices=self._price_table(),
+            on_progress=report.sync_progress(
+                provider=self.provider, tier=self.tier, total=total, model=self.model
+            ),
             **self._executor_options,
         )
-        # The executor logged the summary (counts per status and tier, cost, savings, wire stats).
-        self.log.info("Landed %d rows at %s", manifest["total"], manifest["results_uri"])
+        report.summary(manifest)
+        report.landed(manifest)
+        emit_results_event(context, self.results_asset, manifest)
         return manifest
 
 

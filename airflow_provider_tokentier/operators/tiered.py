@@ -7,9 +7,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.progress import ProgressRecord
 from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.core.result_rows import TIERS
 from airflow_provider_tokentier.core.routing import (
@@ -19,8 +20,11 @@ from airflow_provider_tokentier.core.routing import (
     profile_from_requests,
 )
 from airflow_provider_tokentier.hooks.base import async_client_factory
+from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
+from airflow_provider_tokentier.runtime.assets import declare_results_asset
 from airflow_provider_tokentier.runtime.batch_submit import submit_workload
 from airflow_provider_tokentier.runtime.dag_stages import TIERED_ROLE
+from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
@@ -77,6 +81,8 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     :param results_uri: where rows land (default ``results.jsonl`` in the task's state dir).
     :param state_root: as for `BatchSubmitOperator`.
     :param prices: price overrides (dict, JSON string or path).
+    :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
+        the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
     """
 
     template_fields: Sequence[str] = (
@@ -91,6 +97,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     ui_color = "#f5e6d5"
     #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
     batch_stage_role: ClassVar[str] = TIERED_ROLE
+    operator_extra_links = (ProviderBatchLink(), TokentierViewLink())
 
     def __init__(
         self,
@@ -124,6 +131,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         results_uri: str | None = None,
         state_root: str | None = None,
         prices: Any = None,
+        results_asset: Asset | AssetAlias | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -187,6 +195,8 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         self.results_uri = results_uri
         self.state_root = state_root
         self.prices = prices
+        self.results_asset = results_asset
+        declare_results_asset(self, results_asset)
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
@@ -248,6 +258,13 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
 
     # -- Airflow entry points ---------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
+        return self._step(context, resumed=False)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        """Resume the batch path after the trigger fired; everything is re-read from state."""
+        return self._step(context, resumed=True, event=event)
+
+    def _step(self, context: Any, *, resumed: bool, event: dict[str, Any] | None = None) -> Any:
         state_dir = state_dir_for(context, self.state_root)
         ledger = Ledger(state_dir)
         fresh = ledger.read("decision") is None
@@ -255,18 +272,32 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         if fresh:
             self.log.info("Router chose %s: %s", decision["tier"].upper(), " ".join(decision["reasons"]))
             self.log.info("Estimated cost per tier: %s", decision["estimated_cost_usd"])
+        report = StepReporter(
+            context, operator=type(self).__name__, log=self.log, resumed=resumed, decision=decision
+        )
         if decision["tier"] == "batch":
-            return self._run_batch(context, ledger, decision)
-        return self._finish({**self._run_on_sync_tier(context, decision["tier"]), "decision": decision})
+            return self._run_batch(context, ledger, report, event)
+        manifest = self._run_on_sync_tier(context, decision["tier"], report)
+        return self._finish({**manifest, "decision": decision}, report)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
-        """Resume the batch path after the trigger fired; everything is re-read from state."""
-        self._check_event(event)
-        return self.execute(context)
-
-    def _run_batch(self, context: Any, ledger: Ledger, decision: dict[str, Any]) -> Any:
+    def _run_batch(
+        self, context: Any, ledger: Ledger, report: StepReporter, event: dict[str, Any] | None
+    ) -> Any:
+        decision = report.decision
         submission = ledger.read("submission")
         if submission is None:
+            report.publish(
+                ProgressRecord(
+                    operator=report.operator,
+                    provider=self.provider,
+                    model=self.model or (decision or {}).get("model"),
+                    tier="batch",
+                    phase="submitting",
+                    decision=decision,
+                    round=1,
+                    max_rounds=self.max_rounds,
+                )
+            )
             submission = submit_workload(
                 context,
                 self._open_rows,
@@ -292,12 +323,14 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             ),
             task_key=task_key(context),
         )
-        outcome = self._advance(gate)
+        if event is not None:
+            self._check_event(event, gate, report)
+        outcome = self._advance(gate, report)
         if isinstance(outcome, dict):
-            return self._finish({**outcome, "decision": decision})
-        self.defer(trigger=self._wait_trigger(gate, outcome), method_name="execute_complete")
+            return self._finish({**outcome, "decision": decision}, report)
+        self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
 
-    def _run_on_sync_tier(self, context: Any, tier: str) -> dict[str, Any]:
+    def _run_on_sync_tier(self, context: Any, tier: str, report: StepReporter) -> dict[str, Any]:
         target = (
             ObjectStoragePath(self.results_uri)
             if self.results_uri
@@ -317,5 +350,11 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             log=self.log,
             endpoint=self.endpoint,
             prices=resolve_price_table(self.prices),
+            on_progress=report.sync_progress(
+                provider=self.provider,
+                tier=tier,
+                total=None,
+                model=self.model or (report.decision or {}).get("model"),
+            ),
             **options,
         )

@@ -13,17 +13,18 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from airflow_provider_tokentier.core.links import PLUGIN_MOUNT, task_instance_view_url
+from airflow_provider_tokentier.core.log_format import duration, usd
 from airflow_provider_tokentier.plugins.records import TaskInstanceView, WorkloadFilter, WorkloadRow
 from airflow_provider_tokentier.plugins.summary import (
     Summary,
-    human_duration,
     parse_time,
     turnaround_seconds,
     turnaround_svg,
 )
 
 #: Where the plugin is mounted on the api-server.
-URL_PREFIX = "/tokentier"
+URL_PREFIX = PLUGIN_MOUNT
 
 _TEMPLATES = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -34,7 +35,8 @@ _TEMPLATES = Environment(
 
 
 def _money(value: Any) -> str:
-    return "-" if not isinstance(value, (int, float)) else f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+    """USD as the task logs print it (a record is data: anything not a number is unknown)."""
+    return usd(float(value)) if isinstance(value, (int, float)) else usd(None)
 
 
 def _safe_url(value: Any) -> str | None:
@@ -52,7 +54,7 @@ def _when(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M")
 
 
-_TEMPLATES.filters.update(money=_money, duration=human_duration, safe_url=_safe_url, when=_when)
+_TEMPLATES.filters.update(money=_money, duration=duration, safe_url=_safe_url, when=_when)
 
 #: Row outcomes in the order the tab lists them.
 COUNT_KEYS = ("succeeded", "errored", "expired", "canceled", "missing", "skipped_budget", "pending")
@@ -70,9 +72,8 @@ def airflow_ti_url(dag_id: str, run_id: str, task_id: str, map_index: int) -> st
 
 
 def tab_url(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """This plugin's task-instance view (what the "tokentier" extra link points to)."""
-    path = "/".join(quote(p, safe="") for p in (dag_id, run_id, task_id))
-    return f"{URL_PREFIX}/ti/{path}?map_index={map_index}"
+    """This plugin's task-instance view, relative to the api-server (as the "tokentier" extra link)."""
+    return task_instance_view_url("", dag_id, run_id, task_id, map_index)
 
 
 def progress(record: dict[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-#: Key of the progress record, in the task state store (>= 3.3) or XCom (3.1/3.2).
-PROGRESS_KEY = "tokentier_progress"
+from airflow_provider_tokentier.core.progress import PROGRESS_KEY
+
 #: Key of the results manifest XCom.
 MANIFEST_KEY = "return_value"
 #: Operators of this package (``TaskInstance.operator`` holds the class name).

@@ -16,6 +16,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from airflow_provider_tokentier.core.log_format import duration
+
 
 @dataclass
 class Totals:
@@ -124,17 +126,6 @@ def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
     return summary
 
 
-def human_duration(seconds: float | None) -> str:
-    """``42s``, ``13m``, ``2.5h``: short enough for a table cell or a chart label."""
-    if seconds is None:
-        return "-"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
 def turnaround_svg(turnarounds: Sequence[Turnaround], width: int = 560) -> str:
     """A horizontal bar chart, one row per provider/model: p50 solid, p95 light behind it."""
     if not turnarounds:
@@ -156,11 +147,11 @@ def turnaround_svg(turnarounds: Sequence[Turnaround], width: int = 560) -> str:
         parts.append(
             f'<text x="0" y="{y + bar_h - 2}" font-size="12" fill="currentColor">{label}</text>'
             f'<rect x="{label_w}" y="{y}" width="{p95_w:.1f}" height="{bar_h}" fill="#93c5fd">'
-            f"<title>p95 {human_duration(t.p95_s)}</title></rect>"
+            f"<title>p95 {duration(t.p95_s)}</title></rect>"
             f'<rect x="{label_w}" y="{y}" width="{p50_w:.1f}" height="{bar_h}" fill="#1d4ed8">'
-            f"<title>p50 {human_duration(t.p50_s)}</title></rect>"
+            f"<title>p50 {duration(t.p50_s)}</title></rect>"
             f'<text x="{label_w + p95_w + 6:.1f}" y="{y + bar_h - 2}" font-size="12" fill="currentColor">'
-            f"p50 {human_duration(t.p50_s)} · p95 {human_duration(t.p95_s)}</text>"
+            f"p50 {duration(t.p50_s)} · p95 {duration(t.p95_s)}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)

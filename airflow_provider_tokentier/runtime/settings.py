@@ -61,3 +61,19 @@ def resolve_price_table(override: PriceOverride | None = None, *, use_config: bo
     if override is None or (isinstance(override, str) and not override.strip()):
         return table
     return _apply(table, override, "prices override")
+
+
+def console_url(provider: str) -> str | None:
+    """``[tokentier] {provider}_console_url``: the provider console's batches page (None: the default)."""
+    from airflow.sdk.configuration import conf
+
+    value = conf.get("tokentier", f"{provider}_console_url", fallback=None)
+    return value.strip() if value and value.strip() else None
+
+
+def api_base_url() -> str:
+    """``[api] base_url`` (empty when unset: links are then relative to the UI's own origin)."""
+    from airflow.sdk.configuration import conf
+
+    value = conf.get("api", "base_url", fallback=None)
+    return value.strip() if value and value.strip() else ""

@@ -22,7 +22,9 @@ from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
 from airflow_provider_tokentier.hooks.base import async_client_factory, provider_hook
+from airflow_provider_tokentier.runtime.assets import emit_results_event
 from airflow_provider_tokentier.runtime.dag_stages import remaining_chain_warning
+from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
@@ -58,6 +60,7 @@ class BatchWaitMixin:
         progress_every: float
         rescue_tier: str | None
         rescue_margin: float | None
+        results_asset: Any
 
     def _conn_id(self, gate: BatchGate) -> str | None:
         return self.conn_id or gate.manifest.get("conn_id")
@@ -108,12 +111,14 @@ class BatchWaitMixin:
             )
         return deadline - float(stored["margin_s"])
 
-    def _run_rescue(self, gate: BatchGate, round_: int) -> None:
+    def _run_rescue(self, gate: BatchGate, round_: int, report: StepReporter) -> None:
         ids = gate.rescue_candidates(round_)
         if not ids or self.rescue_tier is None:
             return
         provider = gate.settings.provider
         tier = self.rescue_tier
+        self._report(gate, report, "rescuing", rescue_state="running", rescue_requests=len(ids))
+        report.open_round(round_ + 1, self.max_rounds, f"deadline rescue of {len(ids)} request(s) on {tier}")
         self.log.warning("Deadline rescue: running %d request(s) on the %s tier", len(ids), tier)
 
         def land(rows: Iterator[dict[str, Any]], target: ObjectStoragePath) -> Any:
@@ -135,8 +140,59 @@ class BatchWaitMixin:
 
         gate.rescue(round_ + 1, ids, tier, land)
 
-    def _advance(self, gate: BatchGate) -> list[SubmittedBatch] | dict[str, Any]:
-        """Do everything possible now; return the batches to wait on, or the landed manifest."""
+    def _turnaround(self, gate: BatchGate) -> tuple[float, float] | None:
+        """The (p50, p95) batch turnaround of this provider/model, for the expected finish."""
+        model = gate.manifest.get("model")
+        if not model:
+            return None
+        history = TurnaroundStore.from_state_root(self.state_root).load(gate.settings.provider, str(model))
+        return history.p50(), history.p95()
+
+    def _report(
+        self,
+        gate: BatchGate,
+        report: StepReporter,
+        phase: str,
+        statuses: dict[str, BatchStatus] | None = None,
+        *,
+        rescue_state: str | None = None,
+        rescue_requests: int | None = None,
+    ) -> None:
+        """Publish the progress record and the links of this step."""
+        deadline = self._deadline_at(gate)
+        rescue_at = self._rescue_at(gate, deadline)
+        rescue = None
+        if rescue_at is not None:
+            state = rescue_state or ("done" if gate.is_rescue_round(gate.current_round()) else "planned")
+            rescue = {
+                "tier": self.rescue_tier,
+                "state": state,
+                "at": iso(rescue_at),
+                "requests": rescue_requests,
+            }
+        report.batch_step(
+            gate,
+            phase,
+            max_rounds=self.max_rounds,
+            statuses=statuses,
+            deadline=deadline,
+            rescue=rescue,
+            turnaround=self._turnaround(gate),
+        )
+
+    def _advance(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
+        """Do everything possible now; return the batches to wait on, or the landed manifest.
+
+        The progress record and the links are published before returning batches to wait on
+        (the caller then defers or ends the poke), and at every re-batch, rescue and landing.
+        """
+        try:
+            return self._advance_rounds(gate, report)
+        except BaseException:
+            report.close_round()  # the traceback belongs outside the round's folded group
+            raise
+
+    def _advance_rounds(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
         deadline = self._deadline_at(gate)
         rescue_at = self._rescue_at(gate, deadline)
         landed = gate.ledger.read("landed")
@@ -148,6 +204,13 @@ class BatchWaitMixin:
         provider = gate.settings.provider
         backend = batch_backend(provider, provider_hook(provider, self._conn_id(gate)).get_client())
         round_ = gate.current_round()
+        if not report.group_open:
+            batches = gate.batches_of(round_)
+            report.open_round(
+                round_,
+                self.max_rounds,
+                f"{sum(b.requests for b in batches)} request(s) in {len(batches)} batch(es)",
+            )
         while True:
             pending = [b for b in gate.batches_of(round_) if not gate.is_harvested(b)]
             statuses: dict[str, BatchStatus] = {b.id: _patiently(backend.retrieve, b.id) for b in pending}
@@ -183,11 +246,12 @@ class BatchWaitMixin:
                     for batch in waiting:
                         _patiently(backend.cancel, batch.id)
                     gate.ledger.write("draining", {"at": time.time(), "batches": [b.id for b in waiting]})
+                self._report(gate, report, "waiting", statuses)
                 return waiting
             draining = gate.ledger.read("draining")
             if rescue_due or (draining is not None and draining.get("rescue")):
                 if not gate.is_rescue_round(round_):
-                    self._run_rescue(gate, round_)
+                    self._run_rescue(gate, round_, report)
                 break
             if past_deadline or draining is not None:
                 break
@@ -202,13 +266,19 @@ class BatchWaitMixin:
                 )
                 break
             round_ += 1
+            self._report(gate, report, "rebatching", statuses)
+            report.open_round(round_, self.max_rounds, f"re-batching {len(ids)} request(s)")
             gate.submit_round(round_, ids, backend, gate.manifest.get("endpoint"))
+        self._report(gate, report, "landing", statuses)
         return gate.land(self.results_uri, deadline=iso(deadline))
 
-    def _wait_trigger(self, gate: BatchGate, waiting: list[SubmittedBatch]) -> BatchTrigger:
+    def _wait_trigger(
+        self, gate: BatchGate, waiting: list[SubmittedBatch], report: StepReporter
+    ) -> BatchTrigger:
         draining = gate.ledger.read("draining") is not None
         deadline = self._deadline_at(gate)
         wake_at = self._rescue_at(gate, deadline) or deadline
+        record = report.last
         return BatchTrigger(
             provider=gate.settings.provider,
             conn_id=self._conn_id(gate),
@@ -217,20 +287,21 @@ class BatchWaitMixin:
             deadline=None if draining else wake_at,
             stuck_after=self.stuck_after,
             progress_every=self.progress_every,
+            round_=gate.current_round(),
+            max_rounds=self.max_rounds,
+            started_at=parse_iso(gate.manifest["submitted_at"]).timestamp()
+            if gate.manifest.get("submitted_at")
+            else None,
+            expected_finish=record.expected_finish if record else None,
+            cost_so_far_usd=record.cost_usd if record else None,
         )
 
-    def _finish(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, manifest: dict[str, Any], report: StepReporter) -> dict[str, Any]:
+        """Log the summary, publish the final record and the asset event, apply ``fail_on_partial``."""
         counts = manifest["counts"]
-        self.log.info(
-            "Landed %d rows at %s: %s; %d round(s); cost $%s vs $%s at standard (saved $%s)",
-            manifest["total"],
-            manifest["results_uri"],
-            counts,
-            manifest["rounds"],
-            manifest["cost_usd"],
-            manifest["standard_cost_usd"],
-            manifest["savings_usd"],
-        )
+        report.summary(manifest)
+        report.landed(manifest)
+        emit_results_event(report.context, self.results_asset, manifest)
         self._record_turnaround(manifest)
         not_ok = manifest["total"] - counts["succeeded"]
         if not_ok and self.fail_on_partial:
@@ -254,15 +325,21 @@ class BatchWaitMixin:
                 manifest["model"],
             )
 
-    @staticmethod
-    def _check_event(event: dict[str, Any] | None) -> None:
-        """Turn a trigger's error or stuck event into a task failure; other events resume."""
+    def _check_event(self, event: dict[str, Any] | None, gate: BatchGate, report: StepReporter) -> None:
+        """Turn a trigger's error or stuck event into a task failure; other events resume.
+
+        A failure is published as the ``failed`` phase before it is raised.
+        """
         event = event or {}
         status = event.get("status")
+        if status not in ("error", "stuck"):
+            return
+        report.close_round()
+        statuses = {b["batch_id"]: BatchStatus.from_dict(b) for b in event.get("batches") or []}
+        self._report(gate, report, "failed", statuses)
         if status == "error":
             raise AirflowException(f"Polling {event.get('provider')} batches failed: {event.get('message')}")
-        if status == "stuck":
-            raise BatchStuckError(event.get("message", "a batch is stuck"))
+        raise BatchStuckError(event.get("message", "a batch is stuck"))
 
 
 #: Attempts for a worker-side status check or cancel that meets transient errors (~15 s in all):

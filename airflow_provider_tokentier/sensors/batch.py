@@ -6,13 +6,16 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import Asset, AssetAlias, BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import PROVIDERS
 from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
+from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
+from airflow_provider_tokentier.runtime.assets import declare_results_asset
 from airflow_provider_tokentier.runtime.dag_stages import WAIT_ROLE
+from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin
@@ -60,6 +63,9 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     :param rescue_margin: seconds (or a timedelta) before the deadline to start the rescue;
         default: estimated from the request count, the rescue tier's throughput and the
         provider's cancel latency.
+    :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` to
+        add an event for the asset named by the landed ``results_uri``; the event's ``extra``
+        carries results URI, counts, rounds, tiers, cost, standard cost and savings.
     :param deferrable: wait in the triggerer (default True) or reschedule between pokes.
     """
 
@@ -67,6 +73,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     ui_color = "#d5e8f5"
     #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
     batch_stage_role: ClassVar[str] = WAIT_ROLE
+    operator_extra_links = (ProviderBatchLink(), TokentierViewLink())
 
     def __init__(
         self,
@@ -87,6 +94,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         prices: Any = None,
         rescue_tier: str | None = None,
         rescue_margin: datetime.timedelta | float | None = None,
+        results_asset: Asset | AssetAlias | None = None,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -133,6 +141,8 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.rescue_tier = rescue_tier
         self.rescue_margin = rescue_margin
         self.deferrable = deferrable
+        self.results_asset = results_asset
+        declare_results_asset(self, results_asset)
 
     # -- set-up --------------------------------------------------------------------------------
     def _manifest(self) -> Mapping[str, Any]:
@@ -175,20 +185,28 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        gate = self._gate(context)
-        outcome = self._advance(gate)
-        if isinstance(outcome, dict):
-            return self._finish(outcome)
-        self.defer(trigger=self._wait_trigger(gate, outcome), method_name="execute_complete")
+        return self._step(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired; everything needed is re-read from state."""
-        self._check_event(event)
-        return self.execute(context)
+        report = StepReporter(context, operator=type(self).__name__, log=self.log, resumed=True)
+        gate = self._gate(context)
+        self._check_event(event, gate, report)
+        return self._step(context, report, gate)
+
+    def _step(self, context: Any, report: StepReporter | None = None, gate: BatchGate | None = None) -> Any:
+        report = report or StepReporter(context, operator=type(self).__name__, log=self.log)
+        gate = gate or self._gate(context)
+        outcome = self._advance(gate, report)
+        if isinstance(outcome, dict):
+            return self._finish(outcome, report)
+        self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
 
     def poke(self, context: Any) -> bool | PokeReturnValue:
+        report = StepReporter(context, operator=type(self).__name__, log=self.log)
         gate = self._gate(context)
-        outcome = self._advance(gate)
+        outcome = self._advance(gate, report)
         if isinstance(outcome, dict):
-            return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome))
+            return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome, report))
+        report.close_round()  # the next poke is a new process: it opens the round's group again
         return False

@@ -12,6 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_tokentier.backends import async_batch_backend
 from airflow_provider_tokentier.backends.base import BatchStatus, is_transient_error
+from airflow_provider_tokentier.core.log_format import batch_progress_line
 from airflow_provider_tokentier.hooks.base import provider_hook
 
 
@@ -32,6 +33,12 @@ class BatchTrigger(BaseTrigger):
     :param stuck_after: seconds a batch may sit in finalizing/canceling, or show no progress,
         before the wait ends with a ``stuck`` event; None disables the check.
     :param progress_every: seconds between progress lines in the task log.
+    :param round_: the round these batches belong to (0-based), for progress lines.
+    :param max_rounds: the workload's round limit, for progress lines.
+    :param started_at: unix time the workload was submitted, for the elapsed time.
+    :param expected_finish: ``{"p50", "p95"}`` ISO times this round should end by, from the
+        provider/model's turnaround history.
+    :param cost_so_far_usd: what the rows harvested in earlier rounds cost.
     """
 
     def __init__(
@@ -44,6 +51,11 @@ class BatchTrigger(BaseTrigger):
         deadline: float | None = None,
         stuck_after: float | None = 6 * 3600.0,
         progress_every: float = 300.0,
+        round_: int | None = None,
+        max_rounds: int | None = None,
+        started_at: float | None = None,
+        expected_finish: dict[str, str] | None = None,
+        cost_so_far_usd: float | None = None,
     ) -> None:
         super().__init__()
         self.provider = provider
@@ -53,6 +65,11 @@ class BatchTrigger(BaseTrigger):
         self.deadline = deadline
         self.stuck_after = stuck_after
         self.progress_every = progress_every
+        self.round_ = round_
+        self.max_rounds = max_rounds
+        self.started_at = started_at
+        self.expected_finish = expected_finish
+        self.cost_so_far_usd = cost_so_far_usd
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -65,6 +82,11 @@ class BatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "stuck_after": self.stuck_after,
                 "progress_every": self.progress_every,
+                "round_": self.round_,
+                "max_rounds": self.max_rounds,
+                "started_at": self.started_at,
+                "expected_finish": self.expected_finish,
+                "cost_so_far_usd": self.cost_so_far_usd,
             },
         )
 
@@ -112,7 +134,7 @@ class BatchTrigger(BaseTrigger):
                 yield TriggerEvent({**self._event("stuck", latest), "message": stuck})
                 return
             if now - last_progress_log >= self.progress_every:
-                self.log.info(progress_line(self.provider, statuses))
+                self.log.info(self.progress_line(statuses, now))
                 last_progress_log = now
             await self._sleep(self.poll_interval)
 
@@ -130,6 +152,24 @@ class BatchTrigger(BaseTrigger):
             "batches": [latest[b].to_dict() for b in self.batch_ids if b in latest],
         }
 
+    def progress_line(self, statuses: list[BatchStatus], now: float) -> str:
+        """This wait's progress line: round, batches ended, counts per outcome, times, cost so far."""
+        totals: dict[str, int] = {}
+        for status in statuses:
+            for key, value in status.counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return batch_progress_line(
+            provider=self.provider,
+            round_=self.round_,
+            max_rounds=self.max_rounds,
+            batches_ended=sum(1 for s in statuses if s.ended),
+            batches_total=len(statuses),
+            counts=totals,
+            elapsed_s=None if self.started_at is None else now - self.started_at,
+            expected_finish=self.expected_finish,
+            cost_so_far_usd=self.cost_so_far_usd,
+        )
+
     async def on_kill(self) -> None:
         """A user marked the deferred task failed/success or cleared it: cancel the batches."""
         backend = await self._backend()
@@ -139,18 +179,6 @@ class BatchTrigger(BaseTrigger):
                 self.log.warning("Could not cancel %s batch %s: %s", self.provider, batch_id, result)
             else:
                 self.log.info("Cancelled %s batch %s", self.provider, batch_id)
-
-
-def progress_line(provider: str, statuses: list[BatchStatus]) -> str:
-    """One readable progress line: batches ended and request counts per outcome."""
-    totals: dict[str, int] = {}
-    for status in statuses:
-        for key, value in status.counts.items():
-            totals[key] = totals.get(key, 0) + value
-    ended = sum(1 for s in statuses if s.ended)
-    phases = ", ".join(sorted({s.phase for s in statuses if not s.ended}))
-    counts = " ".join(f"{k}={v}" for k, v in sorted(totals.items()))
-    return f"{provider}: {ended}/{len(statuses)} batches ended ({phases or 'all ended'}); {counts}"
 
 
 def _progress_is_visible(status: BatchStatus) -> bool:

@@ -25,6 +25,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
+from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
@@ -181,6 +182,7 @@ class BatchGate:
         if target.exists():
             return
         tally = ResultTally()
+        errors = ErrorSamples()
         # Batches submitted outside tokentier have no request file: every result is accepted
         # and no "missing" rows can be inferred.
         known_requests = batch.uri is not None
@@ -194,6 +196,7 @@ class BatchGate:
             def emit(row: ResultRow) -> None:
                 out.write(dumps_line(row) + b"\n")
                 tally.add(row)
+                errors.add_row(row["custom_id"], row["status"], row.get("error"))
 
             if status.failure:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
@@ -227,7 +230,8 @@ class BatchGate:
                 error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
                 error["retryable"] = True
                 emit(self._row(custom_id, "missing", model or fallback_model, batch, error=error))
-        self.ledger.write(f"harvest-{batch.id}", tally.snapshot())
+        # The error groups ride along for the progress record (the UI never reads outcome files).
+        self.ledger.write(f"harvest-{batch.id}", {**tally.snapshot(), "errors": errors.snapshot()})
         partial.rename(target)
         log.info(
             "Harvested %s batch %s (round %d): %s", provider, batch.id, batch.round, tally.counts.to_dict()

@@ -90,7 +90,7 @@ def test_task_instance_tab_shows_the_whole_record() -> None:
     text = re.sub(r"<[^>]+>", "", html)
     assert "2 of 3" in text
     assert "succeeded 980" in text and "errored 7" in text and "pending 13" in text
-    assert "$0.0700" in text and "$0.1400" in text
+    assert "$0.070000" in text and "$0.140000" in text
     assert "at risk" in text
     assert "deadline 8h leaves room" in text
     assert "overloaded_error" in text and "doc-1" in text
@@ -190,7 +190,7 @@ def test_workloads_page_rows_chart_and_pager() -> None:
     assert second["tab_url"] == "/tokentier/ti/nightly/run1/judge?map_index=3"
     assert second["airflow_url"] == "/dags/nightly/runs/run1/tasks/judge/mapped/3"
     html = pages.workloads_html(data, summary, flt, ["nightly"])
-    assert "<svg" in html and "p50 3.0h" in html
+    assert "<svg" in html and "p50 3h00m" in html
     assert "nightly / judge[3]" in html
     assert 'href="?provider=anthropic&amp;page=2"' not in html  # one entry: no older page
     data["total_entries"] = 5
