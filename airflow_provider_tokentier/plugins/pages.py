@@ -54,7 +54,12 @@ def _when(value: Any) -> str:
     return parsed.strftime("%Y-%m-%d %H:%M")
 
 
-_TEMPLATES.filters.update(money=_money, duration=duration, safe_url=_safe_url, when=_when)
+def _nonzero(counts: Any) -> list[tuple[str, Any]]:
+    """A batch's counts without the zeros (``processing 4`` rather than five outcomes of 0)."""
+    return [(k, v) for k, v in counts.items() if v] if isinstance(counts, dict) else []
+
+
+_TEMPLATES.filters.update(nonzero=_nonzero, money=_money, duration=duration, safe_url=_safe_url, when=_when)
 
 #: Row outcomes in the order the tab lists them.
 COUNT_KEYS = ("succeeded", "errored", "expired", "canceled", "missing", "skipped_budget", "pending")
@@ -139,7 +144,9 @@ def _row(row: WorkloadRow) -> dict[str, Any]:
     rec = row.record
     totals = rec.get("totals") or {}
     landed = rec.get("phase") == "landed"
-    seconds = turnaround_seconds(rec.get("started_at"), rec.get("updated_at"))
+    # A landed workload's turnaround is submission to landing; one in flight has been waiting since.
+    end = rec.get("updated_at") if landed else datetime.now(timezone.utc).isoformat()
+    seconds = turnaround_seconds(rec.get("started_at"), end)
     return {
         "dag_id": row.dag_id,
         "run_id": row.run_id,

@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.xcom import XComModel
-from sqlalchemy import JSON, and_, cast, select, type_coerce
+from sqlalchemy import JSON, and_, cast, func, select, type_coerce
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -30,6 +30,9 @@ MANIFEST_KEY = "return_value"
 TOKENTIER_OPERATORS = frozenset(
     {"BatchSubmitOperator", "BatchSensor", "TieredInferenceOperator", "FlexOperator", "StandardOperator"}
 )
+
+#: The operator whose records the workloads list leaves to the sensor that follows it.
+SUBMIT_OPERATOR = "BatchSubmitOperator"
 
 try:  # Airflow >= 3.3
     from airflow.models.task_state_store import TaskStateStoreModel as _StoreModel
@@ -202,6 +205,8 @@ def _base_query(columns: Sequence[Any], flt: WorkloadFilter, dialect: str) -> An
             ),
         )
         .where(TaskInstance.dag_id.in_(sorted(flt.dag_ids)))
+        # A submit/sensor pair is one workload: its sensor's record carries it from submission on.
+        .where(func.coalesce(_json_field(value, ("operator",), "str", dialect), "") != SUBMIT_OPERATOR)
     )
     if flt.dag_id:
         stmt = stmt.where(TaskInstance.dag_id == flt.dag_id)

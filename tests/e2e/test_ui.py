@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -186,3 +188,100 @@ def test_a_user_sees_only_dags_they_may_read(
         )
     finally:
         viewer.close()
+
+
+# -- a real browser --------------------------------------------------------------------------------
+
+#: Chromium from the Debian package (`.ci/run` installs it); Playwright never downloads one.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the browser test saves its screenshots: ``$TOKENTIER_SCREENSHOTS`` (docs/ for the
+    README's images), else the test's temporary directory."""
+    target = Path(os.environ.get("TOKENTIER_SCREENSHOTS") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def test_browser_login_tab_and_workloads_page(
+    ui_stack: AirflowStack, deferred_run: tuple[str, str], e2e_emulator: Emulator, screenshots: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    dag_id, run_id = deferred_run
+    record = ui_stack.api.fetch(ti_path(dag_id, run_id, "ready", api=True)).json()["record"]
+    assert record is not None, "the deferred sensor wrote no progress record"
+    (batch,) = e2e_emulator.batches()["anthropic"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(30_000)
+            # Log in through the auth manager's own form.
+            page.goto(f"{ui_stack.base_url}/")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", ui_stack.password)
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(f"{ui_stack.base_url}/")
+
+            # The deferred sensor's task instance, then its tokentier tab.
+            page.goto(f"{ui_stack.base_url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/ready")
+            page.locator('a[href$="/plugin/tokentier"]').first.click()
+            tab = page.frame_locator("iframe").first
+            expect(tab.locator("#tt-round")).to_have_text(f"{record['round']} of {record['max_rounds']}")
+            expect(tab.locator("#tt-phase")).to_have_text("waiting")
+            total = record["totals"]["total"]
+            expect(tab.locator("#tt-progress")).to_contain_text(f"/ {total} rows")
+            expect(tab.locator('#tt-counts .cnt[data-k="pending"]')).to_have_text(
+                f"pending {record['totals']['pending']}"
+            )
+            expect(tab.locator("#tt-cost")).to_have_text(_usd(record["cost_usd"]))
+            links = tab.locator("a.tt-batch-link")
+            expect(links).to_have_count(1)
+            assert links.first.inner_text() == batch["id"]
+            assert links.first.get_attribute("href") == record["batches"][0]["url"]
+            assert record["batches"][0]["url"].endswith("/" + batch["id"])
+            assert links.first.get_attribute("target") == "_blank"
+            page.screenshot(path=str(screenshots / "ui-task-instance-tab.png"))
+
+            # The batch ends; the sensor lands its results: the workloads page shows the landing.
+            e2e_emulator.advance(25 * 3600)
+            ui_stack.wait_run(dag_id, run_id, timeout=180)
+            landed = ui_stack.api.fetch(ti_path(dag_id, run_id, "ready", api=True)).json()["record"]
+            assert landed["phase"] == "landed"
+
+            # The "LLM workloads" page from the navigation.
+            page.goto(f"{ui_stack.base_url}/")
+            page.get_by_role("button", name="Browse").click()
+            page.get_by_role("menuitem", name="LLM workloads").click()
+            workloads = page.frame_locator("iframe").first
+            row = workloads.locator("#tt-workloads tbody tr", has_text=f"{dag_id} / ready")
+            expect(row).to_have_count(1)
+            expect(row).to_contain_text("success")
+            expect(row).to_contain_text(_usd(landed["cost_usd"]))
+            expect(row.locator("a").first).to_have_attribute(
+                "href", f"/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/ready"
+            )
+            expect(workloads.locator("svg.tt-chart")).to_have_count(1)
+            page.screenshot(path=str(screenshots / "ui-llm-workloads.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def _usd(value: float | None) -> str:
+    """As the tab prints money (`airflow_provider_tokentier.core.log_format.usd`)."""
+    from airflow_provider_tokentier.core.log_format import usd
+
+    return usd(value)
