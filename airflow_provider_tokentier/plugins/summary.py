@@ -12,7 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
@@ -39,13 +39,13 @@ class Totals:
             self.savings_usd += savings if savings is not None else (standard or 0.0) - (cost or 0.0)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, money rounded to the cent's hundredth."""
+        """JSON-ready, money rounded to a millionth of a dollar (as the task logs print it)."""
         return {
             "workloads": self.workloads,
             "landed": self.landed,
-            "cost_usd": round(self.cost_usd, 4),
-            "standard_cost_usd": round(self.standard_cost_usd, 4),
-            "savings_usd": round(self.savings_usd, 4),
+            "cost_usd": round(self.cost_usd, 6),
+            "standard_cost_usd": round(self.standard_cost_usd, 6),
+            "savings_usd": round(self.savings_usd, 6),
         }
 
 
@@ -103,6 +103,14 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
+def _day(started_at: Any, start_date: datetime | None) -> str:
+    """The UTC day a workload was first submitted (its task's start day if the record has none)."""
+    submitted = parse_time(started_at)
+    if submitted is not None and submitted.utcoffset() is not None:
+        return submitted.astimezone(timezone.utc).date().isoformat()
+    return start_date.date().isoformat() if start_date is not None else "not started"
+
+
 def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
     """Totals per day and per DAG, and turnaround p50/p95 per provider/model."""
     summary = Summary()
@@ -111,7 +119,7 @@ def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
     turnarounds: dict[tuple[str, str], list[float]] = defaultdict(list)
     for dag_id, start_date, provider, model, phase, cost, standard, savings, started, updated in rows:
         landed = phase == "landed"
-        day = start_date.date().isoformat() if start_date is not None else "not started"
+        day = _day(started, start_date)
         for totals in (summary.overall, by_day[day], by_dag[dag_id]):
             totals.add(landed, cost, standard, savings)
         if landed and (seconds := turnaround_seconds(started, updated)) is not None:
@@ -126,13 +134,13 @@ def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
     return summary
 
 
-def turnaround_svg(turnarounds: Sequence[Turnaround], width: int = 560) -> str:
+def turnaround_svg(turnarounds: Sequence[Turnaround], width: int = 720) -> str:
     """A horizontal bar chart, one row per provider/model: p50 solid, p95 light behind it."""
     if not turnarounds:
         return ""
-    label_w, row_h, bar_h = 220, 26, 14
+    label_w, value_w, row_h, bar_h = 240, 170, 26, 14
     scale_max = max(t.p95_s for t in turnarounds) or 1.0
-    plot_w = width - label_w - 70
+    plot_w = width - label_w - value_w
     height = row_h * len(turnarounds) + 8
     parts = [
         f'<svg class="tt-chart" role="img" aria-label="batch turnaround p50 and p95" '
@@ -150,7 +158,7 @@ def turnaround_svg(turnarounds: Sequence[Turnaround], width: int = 560) -> str:
             f"<title>p95 {duration(t.p95_s)}</title></rect>"
             f'<rect x="{label_w}" y="{y}" width="{p50_w:.1f}" height="{bar_h}" fill="#1d4ed8">'
             f"<title>p50 {duration(t.p50_s)}</title></rect>"
-            f'<text x="{label_w + p95_w + 6:.1f}" y="{y + bar_h - 2}" font-size="12" fill="currentColor">'
+            f'<text x="{label_w + plot_w + 8}" y="{y + bar_h - 2}" font-size="12" fill="currentColor">'
             f"p50 {duration(t.p50_s)} · p95 {duration(t.p95_s)}</text>"
         )
     parts.append("</svg>")

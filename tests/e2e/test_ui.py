@@ -120,15 +120,35 @@ def test_no_page_without_a_session_or_token(ui_stack: AirflowStack, path: str) -
     assert bad.status_code in (401, 403)
 
 
-def test_deferred_sensor_tab_and_json(ui_stack: AirflowStack, deferred_run: tuple[str, str]) -> None:
+def held_batches(emulator: Emulator) -> list[dict[str, Any]]:
+    batches: list[dict[str, Any]] = emulator.batches().get("anthropic", [])
+    return batches
+
+
+def test_deferred_sensor_tab_and_json(
+    ui_stack: AirflowStack, deferred_run: tuple[str, str], e2e_emulator: Emulator
+) -> None:
     dag_id, run_id = deferred_run
     data = ui_stack.api.fetch(ti_path(dag_id, run_id, "ready", api=True)).json()
     assert data["tokentier"] is True
     assert data["state"] == "deferred"
     assert data["operator"] == "BatchSensor"
+    # The record the worker wrote before deferring, read from the task state store.
+    (batch,) = held_batches(e2e_emulator)
+    record = data["record"]
+    assert (record["operator"], record["phase"], record["round"]) == ("BatchSensor", "waiting", 1)
+    assert [b["id"] for b in record["batches"]] == [batch["id"]]
+    assert record["batches"][0]["url"].endswith("/" + batch["id"])
+    assert record["totals"]["total"] == 4
+    assert data["progress"]["total"] == 4
     page = ui_stack.api.fetch(ti_path(dag_id, run_id, "ready"))
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
+    assert batch["id"] in page.text
+
+    # One row per workload: the submit task's record stays on its sensor's row.
+    rows = ui_stack.api.fetch("/tokentier/api/workloads", {"dag_id": dag_id}).json()["workloads"]
+    assert [(r["task_id"], r["state"], r["phase"]) for r in rows] == [("ready", "deferred", "waiting")]
 
     # A task that is not tokentier's gets one line.
     side = ui_stack.trigger("e2e_side_task")
@@ -223,7 +243,7 @@ def test_browser_login_tab_and_workloads_page(
     dag_id, run_id = deferred_run
     record = ui_stack.api.fetch(ti_path(dag_id, run_id, "ready", api=True)).json()["record"]
     assert record is not None, "the deferred sensor wrote no progress record"
-    (batch,) = e2e_emulator.batches()["anthropic"]
+    (batch,) = held_batches(e2e_emulator)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
