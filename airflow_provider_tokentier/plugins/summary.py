@@ -1,6 +1,6 @@
 """Totals, turnaround percentiles and the small SVG chart of the workloads page (pure functions).
 
-Input is the summary statement's tuples (`records.summary_rows`): ``(dag_id, start_date,
+Input is the summary statement's tuples (`records.summary_rows`): ``(dag_id, start day,
 provider, model, phase, cost_usd, standard_cost_usd, savings_usd, started_at, updated_at)``.
 Spend counts landed records only: a workload is billed for the results it landed, and the
 submit task of a submit/sensor pair never lands, so nothing is counted twice.
@@ -103,12 +103,14 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _day(started_at: Any, start_date: datetime | None) -> str:
+def _day(started_at: Any, start_day: str | None) -> str:
     """The UTC day a workload was first submitted (its task's start day if the record has none)."""
+    if isinstance(started_at, str) and started_at.endswith(("+00:00", "Z")):
+        return started_at[:10]
     submitted = parse_time(started_at)
     if submitted is not None and submitted.utcoffset() is not None:
         return submitted.astimezone(timezone.utc).date().isoformat()
-    return start_date.date().isoformat() if start_date is not None else "not started"
+    return start_day or "not started"
 
 
 def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
@@ -117,9 +119,9 @@ def summarize(rows: Iterable[Sequence[Any]]) -> Summary:
     by_day: dict[str, Totals] = defaultdict(Totals)
     by_dag: dict[str, Totals] = defaultdict(Totals)
     turnarounds: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for dag_id, start_date, provider, model, phase, cost, standard, savings, started, updated in rows:
+    for dag_id, start_day, provider, model, phase, cost, standard, savings, started, updated in rows:
         landed = phase == "landed"
-        day = _day(started, start_date)
+        day = _day(started, start_day)
         for totals in (summary.overall, by_day[day], by_dag[dag_id]):
             totals.add(landed, cost, standard, savings)
         if landed and (seconds := turnaround_seconds(started, updated)) is not None:

@@ -234,14 +234,15 @@ class AirflowStack:
         return env
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 180.0) -> AirflowStack:
+    def start(self, timeout: float = 180.0, components: Iterable[str] = COMPONENTS) -> AirflowStack:
+        """Migrate the DB and start ``components`` (all four by default; the api-server must be one)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps(self.passwords))
         self._env = self.child_env()
         try:
             self._migrate()
-            for name in COMPONENTS:
+            for name in components:
                 self._spawn(name)
             self._wait_api(timeout)
         except BaseException:

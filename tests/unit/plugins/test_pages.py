@@ -138,7 +138,8 @@ def summary_row(
 ) -> tuple:
     start = datetime(2026, 11, day, 1, tzinfo=timezone.utc)
     end = start + timedelta(hours=hours)
-    return (dag, start, "anthropic", model, phase, cost, std, std - cost, start.isoformat(), end.isoformat())
+    day = start.date().isoformat()
+    return (dag, day, "anthropic", model, phase, cost, std, std - cost, start.isoformat(), end.isoformat())
 
 
 def test_summary_totals_count_landed_spend_once() -> None:
