@@ -206,7 +206,8 @@ def _base_query(columns: Sequence[Any], flt: WorkloadFilter, dialect: str) -> An
         )
         .where(TaskInstance.dag_id.in_(sorted(flt.dag_ids)))
         # A submit/sensor pair is one workload: its sensor's record carries it from submission on.
-        .where(func.coalesce(_json_field(value, ("operator",), "str", dialect), "") != SUBMIT_OPERATOR)
+        # (Airflow's own column rather than the record's field: no record is parsed to filter.)
+        .where(func.coalesce(TaskInstance.operator, "") != SUBMIT_OPERATOR)
     )
     if flt.dag_id:
         stmt = stmt.where(TaskInstance.dag_id == flt.dag_id)
