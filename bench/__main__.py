@@ -1,4 +1,4 @@
-"""Run the three benchmarks and print ours beside the anchors, with ratios and targets.
+"""Run the four benchmarks and print ours beside the anchors, with ratios and targets.
 
     uv run --locked --all-groups python -m bench            # everything (about 8 minutes)
     uv run --locked --all-groups python -m bench --only submit --only landing
@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from bench import common, landing, submit, triggers
+from bench import common, landing, submit, triggers, ui_workloads
 
 #: Targets from the batch-core issue, for this 2-core machine.
 TRIGGER_MAX_LAG_MS = 100.0
@@ -118,10 +118,10 @@ def landing_report(rows: list[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--only", action="append", choices=["triggers", "submit", "landing"])
+    parser.add_argument("--only", action="append", choices=["triggers", "submit", "landing", "ui"])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run only")
     args = parser.parse_args(argv)
-    only = args.only or ["triggers", "submit", "landing"]
+    only = args.only or ["triggers", "submit", "landing", "ui"]
     info = common.machine_info()
     started = datetime.datetime.now(datetime.timezone.utc)
     print(f"# tokentier benchmarks, {started:%Y-%m-%d %H:%M} UTC")
@@ -162,6 +162,12 @@ def main(argv: list[str]) -> None:
         results["landing"] = rows
         print(common.format_table(rows, landing.COLUMNS))
         print("\n".join(landing_report(rows)), flush=True)
+
+    if "ui" in only:
+        print("\n## 4. The LLM workloads page over 10,000 task instances", flush=True)
+        rows = ui_workloads.run(tis=1_000 if args.quick else 10_000, repeat=5 if args.quick else 20)
+        results["ui"] = rows
+        print(common.format_table(rows, ui_workloads.COLUMNS), flush=True)
 
     results["elapsed_s"] = time.perf_counter() - clock
     results["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
