@@ -210,3 +210,39 @@ def test_a_results_asset_that_is_not_an_asset_is_refused():
 
     with pytest.raises(TypeError, match=r"results_asset must be an airflow\.sdk Asset or AssetAlias"):
         BatchSensor(task_id="s", provider="openai", batch_ids=["b"], results_asset="s3://x")
+
+
+def test_standard_run_refreshes_the_record_every_progress_every_rows(
+    emulator, dag_id, state_root, monkeypatch
+):
+    from airflow.sdk import DAG
+
+    from airflow_provider_tokentier.operators import StandardOperator
+    from airflow_provider_tokentier.runtime import reporting
+
+    published: list[dict[str, Any]] = []
+    original = reporting.publish_progress
+
+    def publish(context: Any, record: Any) -> dict[str, Any]:
+        published.append(original(context, record))  # a side channel: the real write happens
+        return published[-1]
+
+    monkeypatch.setattr(reporting, "publish_progress", publish)
+    with DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        StandardOperator(
+            task_id="standard",
+            provider="anthropic",
+            requests=rows_for("anthropic", 6),
+            state_root=state_root,
+            progress_every=2,
+            max_concurrency=1,
+        )
+    run = run_dag(dag)
+    assert run.states == {"standard": "success"}, run.states
+    running = [r for r in published if r["phase"] == "running"]
+    done = [r["totals"]["total"] - r["totals"]["pending"] for r in running]
+    assert done[0] == 0 and done[-1] == 6 and {2, 4} <= set(done), done
+    assert all(r["totals"]["total"] == 6 and r["tier"] == "standard" for r in running)
+    assert running[-1]["cost_usd"] > 0 and running[-1]["savings_usd"] == 0
+    assert published[-1]["phase"] == "landed"
+    assert _stored_progress(dag_id, "standard") == published[-1]
