@@ -634,6 +634,10 @@ ClientSource = Any
 #: ``progress_every`` rows and at the end (e.g. to publish a progress record).
 ProgressCallback = Callable[[ResultTally, ErrorSamples], None]
 
+#: Seconds between two ``on_progress`` calls at most while rows keep landing, however large
+#: ``progress_every`` is: slow flex rows must not leave the UI's record stale for long.
+PROGRESS_CALLBACK_EVERY_S = 30.0
+
 
 async def arun_sync_tier(
     rows: Iterable[Mapping[str, Any]],
@@ -660,7 +664,7 @@ async def arun_sync_tier(
     tally = ResultTally()
     errors = ErrorSamples()
     models: list[str] = []
-    started = time.monotonic()
+    started = last_callback = time.monotonic()
 
     def tap(source: Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
         """Note the workload's model (the first row's requested model) for the manifest."""
@@ -680,7 +684,13 @@ async def arun_sync_tier(
             out.flush()  # a row is paid for once it exists: keep it even if the worker dies next
             tally.add(row)
             errors.add_row(row["custom_id"], row["status"], row.get("error"))
-            if progress_every > 0 and tally.total % progress_every == 0:
+            every_rows = progress_every > 0 and tally.total % progress_every == 0
+            if on_progress is not None and (
+                every_rows or time.monotonic() - last_callback >= PROGRESS_CALLBACK_EVERY_S
+            ):
+                on_progress(tally, errors)
+                last_callback = time.monotonic()
+            if every_rows:
                 logger.info(
                     sync_progress_line(
                         provider=provider,
@@ -693,8 +703,6 @@ async def arun_sync_tier(
                         cost_so_far_usd=tally.cost_usd(),
                     )
                 )
-                if on_progress is not None:
-                    on_progress(tally, errors)
     finally:
         if owns_client:
             await sdk_client.close()
@@ -740,7 +748,8 @@ def run_sync_tier(
     :param total: the number of rows, shown in progress lines when known.
     :param deadline_iso: recorded as the manifest's ``deadline``.
     :param on_progress: called with the running `ResultTally` and `ErrorSamples` at the start,
-        every ``progress_every`` rows and at the end.
+        every ``progress_every`` rows (and at least every :data:`PROGRESS_CALLBACK_EVERY_S`
+        seconds while rows land) and at the end.
     :param options: :class:`SyncTierExecutor` options (``max_concurrency``, ``flex_patience``,
         ``on_unavailable``, ``non_flex_model``, ``flex_models``, ``request_timeout``,
         ``max_attempts``, ``backoff``, ``prices``, ``deadline``, ``endpoint``, ``round_``).

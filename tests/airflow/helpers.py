@@ -199,3 +199,24 @@ def task_output(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixt
     text = out + err + "\n" + caplog.text
     caplog.clear()
     return text
+
+
+def slow_rebatch_rounds(monkeypatch: pytest.MonkeyPatch, emulator: Emulator, **knobs: Any) -> list[int]:
+    """Before each re-batch round is submitted, reconfigure the emulator (a side channel only).
+
+    The default makes later rounds settle cleanly and take 0.25-0.75 s real time, so the sensor
+    always finds them running and defers: a test counting deferrals must not depend on how
+    fast a loaded machine polls. Returns the rounds submitted.
+    """
+    from airflow_provider_tokentier.workflow.gate import BatchGate
+
+    rounds: list[int] = []
+    original = BatchGate.submit_round
+
+    def submit_round(self: BatchGate, round_: int, ids: set[str], backend: Any, endpoint: str | None) -> Any:
+        rounds.append(round_)
+        emulator.configure(**{"expire_rate": 0.0, "error_rate": 0.0, "batch_turnaround_s": 43200.0, **knobs})
+        return original(self, round_, ids, backend, endpoint)
+
+    monkeypatch.setattr(BatchGate, "submit_round", submit_round)
+    return rounds

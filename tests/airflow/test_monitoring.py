@@ -16,7 +16,7 @@ from airflow_provider_tokentier.core.links import provider_batch_url, task_insta
 from airflow_provider_tokentier.core.progress import PROGRESS_KEY
 from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
-from tests.airflow.helpers import rows_for, run_dag, task_output
+from tests.airflow.helpers import rows_for, run_dag, slow_rebatch_rounds, task_output
 
 
 def _stored_progress(dag_id: str, task_id: str) -> dict[str, Any] | None:
@@ -77,22 +77,23 @@ def deferral_snapshots(monkeypatch: pytest.MonkeyPatch, dag_id: str) -> list[dic
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
 def test_progress_record_and_links_while_deferred_across_rounds_and_after(
-    emulator, make_dag, dag_id, deferral_snapshots, provider, capfd, caplog
+    emulator, make_dag, dag_id, deferral_snapshots, provider, capfd, caplog, monkeypatch
 ):
-    # 24 h of virtual time in about a second: round 1 ends with expiries, round 2 re-batches them.
+    # 24 h of virtual time in about a second: round 1 ends with expiries, round 2 re-batches them
+    # (slowed down, so the sensor always defers on it).
     emulator.configure(time_scale=86400.0, expire_rate=0.3, seed=3)
+    rebatched = slow_rebatch_rounds(monkeypatch, emulator)
     rows = rows_for(provider, 20)
-    sensor_kwargs = {"rebatch": "expired", "max_rounds": 3, "poll_interval": 0.1, "fail_on_partial": False}
+    sensor_kwargs = {"rebatch": "expired", "max_rounds": 3, "poll_interval": 0.1}
     dag = make_dag(provider, rows, sensor_kwargs=sensor_kwargs)
     run = run_dag(dag)
     assert run.states == {"submit": "success", "ready": "success"}, run.states
     manifest = run.xcoms["ready"]
-    assert manifest["rounds"] >= 2, manifest
+    assert manifest["rounds"] == 2 and rebatched == [1], manifest
 
     # While deferred: the record shows the round being waited on, and both links point at it.
-    assert len(deferral_snapshots) >= 2, deferral_snapshots
     rounds_seen = [s["progress"]["round"] for s in deferral_snapshots]
-    assert rounds_seen == sorted(rounds_seen) and rounds_seen[-1] >= 2, rounds_seen
+    assert rounds_seen and set(rounds_seen) <= {1, 2} and rounds_seen[-1] == 2, rounds_seen
     view_url = task_instance_view_url("", dag_id, run.dag_run.run_id, "ready", -1)
     for snap in deferral_snapshots:
         progress = snap["progress"]
@@ -105,7 +106,12 @@ def test_progress_record_and_links_while_deferred_across_rounds_and_after(
         assert snap["xcoms"][ProviderBatchLink.key] == provider_batch_url(provider, snap["batch_ids"][0])
         assert snap["xcoms"][TokentierViewLink.key] == view_url
     later = deferral_snapshots[-1]["progress"]
+    # Round 1's outcome read back while round 2 runs: each request counted once, at its latest round.
     assert later["totals"]["succeeded"] > 0 and later["totals"]["pending"] > 0
+    assert later["totals"]["expired"] == 0
+    assert later["totals"]["succeeded"] + later["totals"]["pending"] == 20
+    first_round = [b for b in later["batches"] if b["round"] == 1]
+    assert first_round and all(b["status"] == "ended" and b["counts"]["expired"] > 0 for b in first_round)
     assert later["cost_usd"] > 0 and later["standard_cost_usd"] > later["cost_usd"]
 
     # After: the record is final, the links stay (resolved the api-server's way).
@@ -204,3 +210,39 @@ def test_a_results_asset_that_is_not_an_asset_is_refused():
 
     with pytest.raises(TypeError, match=r"results_asset must be an airflow\.sdk Asset or AssetAlias"):
         BatchSensor(task_id="s", provider="openai", batch_ids=["b"], results_asset="s3://x")
+
+
+def test_standard_run_refreshes_the_record_every_progress_every_rows(
+    emulator, dag_id, state_root, monkeypatch
+):
+    from airflow.sdk import DAG
+
+    from airflow_provider_tokentier.operators import StandardOperator
+    from airflow_provider_tokentier.runtime import reporting
+
+    published: list[dict[str, Any]] = []
+    original = reporting.publish_progress
+
+    def publish(context: Any, record: Any) -> dict[str, Any]:
+        published.append(original(context, record))  # a side channel: the real write happens
+        return published[-1]
+
+    monkeypatch.setattr(reporting, "publish_progress", publish)
+    with DAG(dag_id=dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        StandardOperator(
+            task_id="standard",
+            provider="anthropic",
+            requests=rows_for("anthropic", 6),
+            state_root=state_root,
+            progress_every=2,
+            max_concurrency=1,
+        )
+    run = run_dag(dag)
+    assert run.states == {"standard": "success"}, run.states
+    running = [r for r in published if r["phase"] == "running"]
+    done = [r["totals"]["total"] - r["totals"]["pending"] for r in running]
+    assert done[0] == 0 and done[-1] == 6 and {2, 4} <= set(done), done
+    assert all(r["totals"]["total"] == 6 and r["tier"] == "standard" for r in running)
+    assert running[-1]["cost_usd"] > 0 and running[-1]["savings_usd"] == 0
+    assert published[-1]["phase"] == "landed"
+    assert _stored_progress(dag_id, "standard") == published[-1]
