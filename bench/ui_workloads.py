@@ -3,7 +3,7 @@
 A real api-server (``airflow api-server``, SQLite metadata DB, SimpleAuthManager) with the
 tokentier plugin; the DB is seeded with DAGs, runs, task instances and one progress record per
 task instance, as the worker writes them (``task_state_store``, key ``tokentier_progress``).
-Each endpoint is called over HTTP with a JWT, warm, ``--repeat`` times:
+Each endpoint is called over HTTP with a JWT, warm, ``--repeat`` times, taking turns:
 
 - ours: ``/tokentier/api/workloads`` (a page of 100 rows plus totals per day and per DAG and
   turnaround percentiles over every matching row) and ``/tokentier/workloads`` (the HTML page);
@@ -143,15 +143,20 @@ def seed(db_path: Path, tis: int, seed_value: int = 7) -> int:
     return seeded
 
 
-def _time(client: httpx.Client, path: str, params: dict[str, Any], repeat: int) -> list[float]:
-    for _ in range(2):  # warm: imports, caches, the SQLite page cache
+def _time(
+    client: httpx.Client, cases: list[tuple[str, str, dict[str, Any]]], repeat: int
+) -> list[list[float]]:
+    """Milliseconds per call of each case; the cases take turns, so a change in the machine's
+    load (it is shared) falls on all of them alike."""
+    for _label, path, params in cases * 2:  # warm: imports, caches, the SQLite page cache
         client.get(path, params=params).raise_for_status()
-    samples = []
+    samples: list[list[float]] = [[] for _ in cases]
     for _ in range(repeat):
-        start = time.perf_counter()
-        response = client.get(path, params=params)
-        samples.append((time.perf_counter() - start) * 1000)
-        response.raise_for_status()
+        for i, (_label, path, params) in enumerate(cases):
+            start = time.perf_counter()
+            response = client.get(path, params=params)
+            samples[i].append((time.perf_counter() - start) * 1000)
+            response.raise_for_status()
     return samples
 
 
@@ -182,17 +187,15 @@ def run(tis: int = 10_000, repeat: int = 20) -> list[dict[str, Any]]:
                 ("ours: /tokentier/workloads (HTML)", "/tokentier/workloads", {}),
                 ("ours: JSON, provider=openai filter", "/tokentier/api/workloads", {"provider": "openai"}),
             ]
-            rows = []
-            for label, path, params in cases:
-                samples = _time(client, path, params, repeat)
-                rows.append(
-                    {
-                        "endpoint": label,
-                        "median_ms": statistics.median(samples),
-                        "p95_ms": sorted(samples)[max(0, int(len(samples) * 0.95) - 1)],
-                        "tis": seeded,
-                    }
-                )
+            rows = [
+                {
+                    "endpoint": label,
+                    "median_ms": statistics.median(samples),
+                    "p95_ms": sorted(samples)[max(0, int(len(samples) * 0.95) - 1)],
+                    "tis": seeded,
+                }
+                for (label, _path, _params), samples in zip(cases, _time(client, cases, repeat), strict=True)
+            ]
     finally:
         stack.stop()
     anchor_ms = rows[0]["median_ms"]
