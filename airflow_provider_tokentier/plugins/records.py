@@ -40,11 +40,6 @@ except ImportError:  # pragma: no cover - Airflow 3.1/3.2: the record is an XCom
     _StoreModel = None  # type: ignore[assignment,misc]
 
 
-def has_task_state_store() -> bool:
-    """Whether this Airflow keeps task state store rows (3.3+), where the record then lives."""
-    return _StoreModel is not None
-
-
 @dataclass(frozen=True)
 class TaskInstanceKey:
     """Which task instance a view is about."""
