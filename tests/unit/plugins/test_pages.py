@@ -216,3 +216,13 @@ def test_plugin_is_declared_in_the_provider_info() -> None:
     assert [app["url_prefix"] for app in TokentierPlugin.fastapi_apps] == ["/tokentier"]
     destinations = {v["destination"]: v["href"] for v in TokentierPlugin.external_views}
     assert destinations == {"task_instance": TASK_INSTANCE_HREF, "nav": "/tokentier/workloads"}
+
+
+def test_the_app_is_built_on_its_first_request_and_wants_a_user() -> None:
+    from fastapi.testclient import TestClient
+
+    from airflow_provider_tokentier.plugins import LazyApp
+
+    with TestClient(LazyApp()) as client:  # type: ignore[arg-type]
+        assert client.get("/workloads").status_code == 401
+        assert client.get("/api/ti/d/r/t", params={"map_index": "{MAP_INDEX}"}).status_code == 401
