@@ -212,6 +212,10 @@ class AirflowStack:
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "AIRFLOW__TOKENTIER__STATE_ROOT": str(self.state_root),
+                # On a loaded machine importing a DAG file (Airflow, the SDKs) can pass the 30 s
+                # default, and a failed file is not parsed again for a long while.
+                "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
                 # A trigger of a dead triggerer moves to a live one after this many seconds.
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1" if self.fast else "5",
                 "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "6" if self.fast else "30",
