@@ -177,7 +177,7 @@ class BatchWaitMixin:
             statuses=statuses,
             deadline=deadline,
             rescue=rescue,
-            turnaround=self._turnaround(gate),
+            turnaround=report.memo("turnaround", lambda: self._turnaround(gate)),
         )
 
     def _advance(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
