@@ -57,6 +57,8 @@ class StepReporter:
         self.decision = decision
         self.last: ProgressRecord | None = None
         self._view: GateView | None = None
+        #: The error groups of the rows that landed, when the landing knows them.
+        self.final_errors: list[dict[str, Any]] | None = None
         self._memo: dict[str, Any] = {}
 
     # -- the log -------------------------------------------------------------------------------
@@ -159,6 +161,8 @@ class StepReporter:
         base.started_at = base.started_at or manifest.get("submitted_at")
         base.round = int(manifest.get("rounds") or base.round or 1)
         base.expected_finish = None
+        if self.final_errors is not None:
+            base.errors = self.final_errors
         if base.rescue:
             base.rescue = {**base.rescue, "state": "done"}
         base.updated_at = None  # stamped when written
