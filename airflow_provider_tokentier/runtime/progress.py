@@ -38,26 +38,42 @@ def publish_progress(context: Any, record: ProgressRecord) -> dict[str, Any]:
     return data
 
 
-class _Harvests:
-    """The harvest totals the gate recorded in its ledger, one read per batch."""
+class GateView:
+    """The gate's ledger facts a record needs, each read once per worker step.
+
+    A step publishes several records (waiting, re-batching, landing); on an object store every
+    ledger read is a request, so what cannot change any more is kept: a harvest total once it
+    exists, and the batches of a round once the round is recorded.
+    """
 
     def __init__(self, gate: Any) -> None:
         self.gate = gate
-        self._cache: dict[str, dict[str, Any] | None] = {}
+        self._harvests: dict[str, dict[str, Any]] = {}
+        self._batches: dict[int, list[Any]] = {}
 
-    def of(self, batch_id: str) -> dict[str, Any] | None:
-        if batch_id not in self._cache:
-            self._cache[batch_id] = self.gate.ledger.read(f"harvest-{batch_id}")
-        return self._cache[batch_id]
+    def harvest(self, batch_id: str) -> dict[str, Any] | None:
+        """The harvest totals of one batch (None until it is harvested)."""
+        if batch_id not in self._harvests:
+            totals = self.gate.ledger.read(f"harvest-{batch_id}")
+            if totals is None:
+                return None
+            self._harvests[batch_id] = totals
+        return self._harvests[batch_id]
+
+    def batches_of(self, round_: int) -> list[Any]:
+        """The batches of a recorded round."""
+        if round_ not in self._batches:
+            self._batches[round_] = self.gate.batches_of(round_)
+        return self._batches[round_]
 
 
-def _round_counts(gate: Any, harvests: _Harvests, last: int) -> tuple[list[dict[str, int] | None], list[int]]:
+def _round_counts(gate: Any, view: GateView, last: int) -> tuple[list[dict[str, int] | None], list[int]]:
     counts: list[dict[str, int] | None] = []
     carried: list[int] = []
     for round_ in range(last + 1):
         summed: dict[str, int] | None = None
-        for batch in gate.batches_of(round_):
-            totals = harvests.of(batch.id)
+        for batch in view.batches_of(round_):
+            totals = view.harvest(batch.id)
             if totals is not None:
                 summed = summed or {}
                 for status, n in totals["counts"].items():
@@ -68,11 +84,11 @@ def _round_counts(gate: Any, harvests: _Harvests, last: int) -> tuple[list[dict[
     return counts, carried
 
 
-def _costs(harvests: _Harvests, batch_ids: list[str]) -> tuple[float | None, float | None]:
+def _costs(view: GateView, batch_ids: list[str]) -> tuple[float | None, float | None]:
     nanos = {"cost": 0, "standard": 0}
     unknown = {"cost": False, "standard": False}
     for batch_id in batch_ids:
-        totals = harvests.of(batch_id)
+        totals = view.harvest(batch_id)
         if totals is None:
             continue
         for key in nanos:
@@ -84,15 +100,15 @@ def _costs(harvests: _Harvests, batch_ids: list[str]) -> tuple[float | None, flo
 
 
 def _batch_rows(
-    gate: Any, harvests: _Harvests, last: int, statuses: Mapping[str, Any]
+    gate: Any, view: GateView, last: int, statuses: Mapping[str, Any]
 ) -> tuple[list[BatchProgress], ErrorSamples]:
     provider = gate.settings.provider
     base = console_url(provider)
     rows: list[BatchProgress] = []
     errors = ErrorSamples()
     for round_ in range(last + 1):
-        for batch in gate.batches_of(round_):
-            totals = harvests.of(batch.id)
+        for batch in view.batches_of(round_):
+            totals = view.harvest(batch.id)
             live = statuses.get(batch.id)
             if totals is not None:
                 status, counts = "ended", dict(totals["counts"])
@@ -128,19 +144,21 @@ def gate_progress(
     turnaround: tuple[float, float] | None = None,
     decision: Mapping[str, Any] | None = None,
     results_uri: str | None = None,
+    view: GateView | None = None,
 ) -> ProgressRecord:
     """The progress record of a batch workload as its gate's state and ``statuses`` show it now.
 
     ``statuses``: the live `BatchStatus` of batches polled in this step, by id. ``turnaround``:
     the provider/model's (p50, p95) batch turnaround in seconds, for the expected finish.
+    ``view``: the step's `GateView` of ``gate``, to read each ledger fact once per step.
     """
     statuses = statuses or {}
-    harvests = _Harvests(gate)
+    view = view if view is not None and view.gate is gate else GateView(gate)
     last = gate.current_round()
-    batches, errors = _batch_rows(gate, harvests, last, statuses)
-    counts, carried = _round_counts(gate, harvests, last)
-    total = int(gate.manifest.get("total") or sum(b.requests for b in gate.batches_of(0)))
-    cost, standard = _costs(harvests, [b.id for b in batches])
+    batches, errors = _batch_rows(gate, view, last, statuses)
+    counts, carried = _round_counts(gate, view, last)
+    total = int(gate.manifest.get("total") or sum(b.requests for b in view.batches_of(0)))
+    cost, standard = _costs(view, [b.id for b in batches])
     round_started = _round_started_at(gate, last)
     return ProgressRecord(
         operator=operator,

@@ -23,7 +23,7 @@ from airflow_provider_tokentier.core.links import (
 )
 from airflow_provider_tokentier.core.log_format import GROUP_END, group_start, round_title, summary_lines
 from airflow_provider_tokentier.core.progress import ErrorSamples, ProgressRecord, iso_utc
-from airflow_provider_tokentier.runtime.progress import gate_progress, publish_progress
+from airflow_provider_tokentier.runtime.progress import GateView, gate_progress, publish_progress
 from airflow_provider_tokentier.runtime.settings import api_base_url, console_url
 
 
@@ -56,6 +56,10 @@ class StepReporter:
         self.group_open = resumed
         self.decision = decision
         self.last: ProgressRecord | None = None
+        self._view: GateView | None = None
+        #: The error groups of the rows that landed, when the landing knows them.
+        self.final_errors: list[dict[str, Any]] | None = None
+        self._memo: dict[str, Any] = {}
 
     # -- the log -------------------------------------------------------------------------------
     def open_round(self, round_: int, max_rounds: int | None, what: str) -> None:
@@ -87,9 +91,18 @@ class StepReporter:
 
     def batch_step(self, gate: Any, phase: str, **fields: Any) -> ProgressRecord:
         """Publish the record of a batch workload as ``gate`` shows it (see `gate_progress`)."""
-        return self.publish(
-            gate_progress(gate, operator=self.operator, phase=phase, decision=self.decision, **fields)
+        if self._view is None or self._view.gate is not gate:
+            self._view = GateView(gate)
+        record = gate_progress(
+            gate, operator=self.operator, phase=phase, decision=self.decision, view=self._view, **fields
         )
+        return self.publish(record)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per step (e.g. the turnaround history, read from ``state_root``)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def sync_progress(
         self, *, provider: str, tier: str, total: int | None, model: str | None = None
@@ -148,6 +161,8 @@ class StepReporter:
         base.started_at = base.started_at or manifest.get("submitted_at")
         base.round = int(manifest.get("rounds") or base.round or 1)
         base.expected_finish = None
+        if self.final_errors is not None:
+            base.errors = self.final_errors
         if base.rescue:
             base.rescue = {**base.rescue, "state": "done"}
         base.updated_at = None  # stamped when written

@@ -177,7 +177,7 @@ class BatchWaitMixin:
             statuses=statuses,
             deadline=deadline,
             rescue=rescue,
-            turnaround=self._turnaround(gate),
+            turnaround=report.memo("turnaround", lambda: self._turnaround(gate)),
         )
 
     def _advance(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
@@ -200,6 +200,7 @@ class BatchWaitMixin:
             self.log.info(
                 "Results already landed for this task instance; re-landing them without provider calls"
             )
+            report.final_errors = gate.final_errors()
             return gate.land(self.results_uri, deadline=iso(deadline), finished_at=landed.get("finished_at"))
         provider = gate.settings.provider
         backend = batch_backend(provider, provider_hook(provider, self._conn_id(gate)).get_client())
@@ -270,6 +271,7 @@ class BatchWaitMixin:
             report.open_round(round_, self.max_rounds, f"re-batching {len(ids)} request(s)")
             gate.submit_round(round_, ids, backend, gate.manifest.get("endpoint"))
         self._report(gate, report, "landing", statuses)
+        report.final_errors = gate.final_errors()
         return gate.land(self.results_uri, deadline=iso(deadline))
 
     def _wait_trigger(

@@ -376,6 +376,28 @@ class BatchGate:
         return self.batches_of(round_)
 
     # -- landing -------------------------------------------------------------------------------
+    def final_errors(self) -> list[dict[str, Any]]:
+        """Error groups (type, count, examples) of the rows that landed errored.
+
+        Rows an earlier round had errored but a later round re-ran are left out, as landing
+        leaves them out. Only outcome files with errored rows are read.
+        """
+        errors = ErrorSamples()
+        superseded: set[str] = set()
+        for round_ in range(self.current_round(), -1, -1):
+            batches = self.batches_of(round_)
+            for batch in batches:
+                totals = self.ledger.read(f"harvest-{batch.id}")
+                path = self.outcome_path(batch)
+                if (totals is not None and not totals["counts"].get("errored")) or not path.exists():
+                    continue
+                for _line, head in iter_row_heads(path):
+                    if head.custom_id not in superseded:
+                        errors.add_row(head.custom_id, head.status, head.error)
+            if round_:
+                superseded |= {cid for batch in batches for cid, _m, _l in request_ids(batch.uri)}
+        return errors.snapshot()
+
     def land(
         self, results_uri: str | None, *, deadline: str | None, finished_at: str | None = None
     ) -> dict[str, Any]:

@@ -70,8 +70,10 @@ def test_deadline_cancels_outstanding_batches_and_starts_no_new_round(emulator, 
 
 def test_deadline_already_past_at_first_poke_cancels_and_lands_round_0_only(emulator, make_dag):
     # The deadline has passed before the sensor first looks; the batch holds requests fated to
-    # expire (which would otherwise be re-batched): cancel, land, and start no round 2.
-    emulator.configure(time_scale=86400.0, expire_rate=0.4, seed=3)
+    # expire (which would otherwise be re-batched): cancel, land, and start no round 2. The clock
+    # gives the batch 4 s of real time before it would end on its own: the sensor's first look
+    # must find it running even on a loaded machine.
+    emulator.configure(time_scale=21600.0, expire_rate=0.4, seed=3)
     rows = rows_for("anthropic", 10)
     dag = make_dag(
         "anthropic",

@@ -246,3 +246,29 @@ def test_standard_run_refreshes_the_record_every_progress_every_rows(
     assert running[-1]["cost_usd"] > 0 and running[-1]["savings_usd"] == 0
     assert published[-1]["phase"] == "landed"
     assert _stored_progress(dag_id, "standard") == published[-1]
+
+
+def test_landed_record_lists_only_errors_that_landed(emulator, make_dag, dag_id, monkeypatch):
+    # Round 1 errors some rows (retryable api_error/overloaded_error); round 2 re-runs them cleanly.
+    emulator.configure(time_scale=86400.0, error_rate=0.3, seed=5)
+    slow_rebatch_rounds(monkeypatch, emulator)
+    seen: list[dict[str, Any]] = []
+    original = BatchTrigger.run
+
+    async def run(self: BatchTrigger):  # type: ignore[no-untyped-def]
+        seen.append(_stored_progress(dag_id, "ready"))
+        async for event in original(self):
+            yield event
+
+    monkeypatch.setattr(BatchTrigger, "run", run)
+    sensor_kwargs = {"rebatch": "expired+retryable", "poll_interval": 0.1}
+    run = run_dag(make_dag("anthropic", rows_for("anthropic", 20), sensor_kwargs=sensor_kwargs))
+    assert run.states == {"submit": "success", "ready": "success"}, run.states
+    assert run.xcoms["ready"]["rounds"] == 2 and run.xcoms["ready"]["counts"]["errored"] == 0
+    while_round_2 = seen[-1]
+    assert while_round_2["round"] == 2
+    groups = while_round_2["errors"]
+    assert {g["type"] for g in groups} <= {"api_error", "overloaded_error"} and groups, groups
+    assert sum(g["count"] for g in groups) == while_round_2["totals"]["pending"]
+    assert all(e["custom_id"].startswith("a-") and e["message"] for g in groups for e in g["examples"])
+    assert _stored_progress(dag_id, "ready")["errors"] == []
