@@ -55,9 +55,10 @@ def _files_containing(root: Path, needle: bytes) -> list[Path]:
 def test_api_key_appears_nowhere(
     emulator, secret_key, serialized_triggers, make_dag, state_root, provider, capfd, caplog, monkeypatch
 ):
-    # Expiries force a second round, so there are two deferrals and a re-submission (the second
-    # round is slowed down so the sensor always finds it running).
-    emulator.configure(time_scale=86400.0, expire_rate=0.2, seed=3)
+    # Expiries force a second round, so there are two deferrals and a re-submission. Round 1
+    # expires after 4 s of real time and round 2 is slowed down, so the sensor finds each one
+    # running even on a loaded machine.
+    emulator.configure(time_scale=21600.0, expire_rate=0.2, seed=3)
     slow_rebatch_rounds(monkeypatch, emulator)
     rows = rows_for(provider, 10)
     dag = make_dag(provider, rows)
