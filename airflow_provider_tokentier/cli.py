@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from airflow_provider_tokentier.core.pricing import format_usd
 from airflow_provider_tokentier.core.routing import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MIN_BATCH_SAVINGS_USD,
@@ -211,12 +212,6 @@ def _history(args: argparse.Namespace, profile: WorkloadProfile) -> TurnaroundHi
     return TurnaroundStore(resolve_state_root(args.history_root)).load(profile.provider, profile.model)
 
 
-def _money(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:,.2f}" if value >= 0.995 or value == 0 else f"${value:.4f}"
-
-
 def _when(at: datetime.datetime, now: datetime.datetime) -> str:
     stamp = at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"{stamp} (+{format_duration((at - now).total_seconds())})"
@@ -250,7 +245,7 @@ def render(decision: TierDecision, profile: WorkloadProfile, title: str | None =
     saving = decision.savings_usd
     verdict = decision.tier.upper() + (" (forced)" if decision.forced else "")
     if decision.tier != "standard" and saving is not None:
-        verdict += f", saves {_money(saving)} against standard"
+        verdict += f", saves {format_usd(saving)} against standard"
     lines.append(f"  decision   {verdict}")
     lines.append("")
     lines.append(f"    {'tier':<10}{'est. cost':>12}   {'finish p50':<34}{'finish p95'}")
@@ -260,7 +255,7 @@ def render(decision: TierDecision, profile: WorkloadProfile, title: str | None =
         if window is None:
             lines.append(f"  {mark} {tier:<10}{'-':>12}   not offered for this model")
             continue
-        cost = _money(decision.estimated_cost_usd.get(tier))
+        cost = format_usd(decision.estimated_cost_usd.get(tier))
         lines.append(f"  {mark} {tier:<10}{cost:>12}   {_when(window[0], now):<34}{_when(window[1], now)}")
     lines.append("")
     lines.append("  reasons")

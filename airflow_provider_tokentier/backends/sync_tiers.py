@@ -52,6 +52,7 @@ from airflow_provider_tokentier.backends.base import is_transient_status
 from airflow_provider_tokentier.core.errors import NonFlexModelError
 from airflow_provider_tokentier.core.jsonl import dumps_line
 from airflow_provider_tokentier.core.log_format import sync_progress_line
+from airflow_provider_tokentier.core.models import offers_flex
 from airflow_provider_tokentier.core.pricing import (
     PriceTable,
     Usage,
@@ -228,17 +229,6 @@ def _is_non_flex_refusal(
 def _body_parameters(method: Callable[..., Any]) -> frozenset[str]:
     """Body fields an SDK ``create`` method takes as keyword arguments."""
     return frozenset(inspect.signature(method).parameters) - _CALL_OPTIONS
-
-
-def model_offers_flex(model: str, flex_models: Collection[str]) -> bool:
-    """True when ``model`` is one of ``flex_models`` or one of them with a version suffix."""
-    for known in flex_models:
-        if model == known:
-            return True
-        rest = model[len(known) :] if model.startswith(known) else ""
-        if rest.startswith("-") and (rest[1:2].isdigit() or rest == "-latest"):
-            return True
-    return False
 
 
 class SyncTierExecutor:
@@ -419,7 +409,7 @@ class SyncTierExecutor:
             return f"the {endpoint} endpoint has no flex tier"
         if learned and model in self._non_flex_models:
             return f"model {model!r} has no flex tier (the API refused an earlier flex request for it)"
-        if self.flex_models is not None and not model_offers_flex(model, self.flex_models):
+        if self.flex_models is not None and not offers_flex(model, self.flex_models):
             return f"model {model!r} is not among the models known to offer flex"
         return None
 
@@ -828,7 +818,6 @@ __all__ = [
     "SyncTierExecutor",
     "arun_sync_tier",
     "check_sync_tier_options",
-    "model_offers_flex",
     "retry_after_seconds",
     "run_sync_tier",
 ]

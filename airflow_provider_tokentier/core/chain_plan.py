@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
+from airflow_provider_tokentier.core.pricing import format_usd
 from airflow_provider_tokentier.core.routing import format_duration
 
 __all__ = [
@@ -364,12 +365,6 @@ def remaining_chain_message(
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def _money(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.2f}" if value >= 0.995 or value == 0 else f"${value:.4f}"
-
-
 def _at(plan: ChainPlan, seconds: float) -> str:
     text = f"+{format_duration(seconds)}" if seconds else "+0s"
     if plan.chain_start is None:
@@ -472,12 +467,16 @@ def _render_costs(plan: ChainPlan, key_w: int) -> list[str]:
             rows.append((s.key, "unknown: " + (s.cost_note or "request count not knowable before the run")))
             continue
         name = f"{s.key} ({s.requests:,} req)" if s.requests is not None else s.key
-        rows.append((name, "".join(f"{_money(s.costs.get(tier)):>12}" for tier in _COST_TIERS)))
+        rows.append(
+            (name, "".join(f"{format_usd(s.costs.get(tier), unknown='-'):>12}" for tier in _COST_TIERS))
+        )
     totals = plan.total_costs()
     if totals is None:
         rows.append(("chain", "unknown until every stage's request count is known"))
     else:
-        rows.append(("chain", "".join(f"{_money(totals.get(tier)):>12}" for tier in _COST_TIERS)))
+        rows.append(
+            ("chain", "".join(f"{format_usd(totals.get(tier), unknown='-'):>12}" for tier in _COST_TIERS))
+        )
     width = max(key_w, *(len(name) + 2 for name, _ in rows))
     lines = [f"  cost  {'':<{width - 4}}" + "".join(f"{tier:>12}" for tier in _COST_TIERS)]
     lines.extend(f"    {name:<{width}}{cells}" for name, cells in rows)

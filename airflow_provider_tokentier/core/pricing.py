@@ -14,12 +14,13 @@ import functools
 import json
 import math
 import os
-import re
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
+
+from airflow_provider_tokentier.core.models import is_variant_of
 
 #: Price multiplier per service tier, applied on top of every token price (cache ones included).
 TIER_MULTIPLIERS: Mapping[str, float] = {"standard": 1.0, "batch": 0.5, "flex": 0.5, "priority": 2.0}
@@ -32,11 +33,6 @@ ANTHROPIC_CACHE_WRITE_1H_MULTIPLIER = 2.0
 _COST_DECIMALS = 9
 # Rounds away float noise in derived rates (0.10 * 0.1 = 0.010000000000000002).
 _RATE_DECIMALS = 12
-
-# A known model id followed by a version suffix (date, number or alias) names the same model:
-# "claude-sonnet-5-5-20261001", "gpt-6-luna-2026-09-01". Anything else (e.g. "gpt-6-sol-mini")
-# is a different model and must not inherit a price from its prefix.
-_VERSION_SUFFIX = re.compile(r"^[-@](?:\d[\d-]*|latest)$")
 
 
 class UnknownModelPriceWarning(UserWarning):
@@ -289,9 +285,7 @@ class PriceTable:
         candidates = [
             known
             for known_provider, known in self._entries
-            if known_provider == provider
-            and model.startswith(known)
-            and _VERSION_SUFFIX.match(model[len(known) :])
+            if known_provider == provider and is_variant_of(model, known)
         ]
         return max(candidates, key=len) if candidates else None
 
@@ -431,6 +425,19 @@ def _parse_override_entry(provider: str, model: str, entry: Any) -> ModelPrice:
 def default_price_table() -> PriceTable:
     """Return the shared table of :data:`DEFAULT_PRICES` (shared, so unknown models warn once)."""
     return PriceTable(DEFAULT_PRICES)
+
+
+def format_usd(value: float | None, *, unknown: str = "unknown", places: int | None = None) -> str:
+    """A dollar amount for people: ``$1,234.50`` from about a dollar up, ``$0.0123`` below.
+
+    ``places`` fixes the decimals instead (log lines that must add up exactly use 6). ``None``
+    (no known price) reads as ``unknown``.
+    """
+    if value is None:
+        return unknown
+    if places is not None:
+        return f"${value:.{places}f}"
+    return f"${value:,.2f}" if abs(value) >= 0.995 or value == 0 else f"${value:.4f}"
 
 
 def savings_usd(standard_cost: float | None, cost: float | None) -> float | None:

@@ -12,6 +12,7 @@ from airflow_provider_tokentier.core.pricing import (
     Usage,
     UsageDict,
     default_price_table,
+    format_usd,
     savings_usd,
 )
 from airflow_provider_tokentier.core.requests import PROVIDERS
@@ -298,15 +299,15 @@ class ResultTally:
         cost, standard = self.cost_usd(), self.standard_cost_usd()
         saved = savings_usd(standard, cost)
         return (
-            f"{self.total} rows {counts or {}} by tier {tiers or {}}; cost {_usd(cost)}, "
-            f"at standard {_usd(standard)}, saved {_usd(saved)}"
+            f"{self.total} rows {counts or {}} by tier {tiers or {}}; cost {_exact_usd(cost)}, "
+            f"at standard {_exact_usd(standard)}, saved {_exact_usd(saved)}"
         )
-
-
-def _usd(value: float | None) -> str:
-    return "unknown (unpriced model)" if value is None else f"${value:.6f}"
 
 
 def now_iso() -> str:
     """The current UTC time as ISO 8601."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _exact_usd(value: float | None) -> str:
+    return format_usd(value, unknown="unknown (unpriced model)", places=6)

@@ -38,11 +38,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_tokentier.core.chunking import estimate_tokens
+from airflow_provider_tokentier.core.models import FLEX_MODELS, is_flex_model
 from airflow_provider_tokentier.core.pricing import (
-    _VERSION_SUFFIX,  # the same "known id + version suffix" rule prices use
     PriceTable,
     Usage,
     default_price_table,
+    format_usd,
     savings_usd,
     tier_multiplier,
 )
@@ -70,12 +71,6 @@ __all__ = [
     "profile_from_requests",
     "synchronous_turnaround_s",
 ]
-
-#: OpenAI models that accept ``service_tier="flex"`` (dated variants included). Anthropic has no flex.
-FLEX_MODELS: Mapping[str, tuple[str, ...]] = {
-    "openai": ("gpt-6-sol", "gpt-6.1-sol", "gpt-6-luna"),
-    "anthropic": (),
-}
 
 #: The engineering crossover, USD saved per run against ``standard``. At the 0.5x batch rate it
 #: means batch only for workloads that would cost more than about $2 on ``standard``: below that,
@@ -120,14 +115,6 @@ DEFAULT_CONCURRENCY = 16
 CANCEL_LATENCY_S: Mapping[str, float] = {"anthropic": 5 * 60.0, "openai": 10 * 60.0}
 
 
-def is_flex_model(provider: str, model: str) -> bool:
-    """Whether ``model`` (or a dated variant of it) is offered on OpenAI's flex tier."""
-    return any(
-        model == known or (model.startswith(known) and _VERSION_SUFFIX.match(model[len(known) :]))
-        for known in FLEX_MODELS.get(provider, ())
-    )
-
-
 # -- durations ---------------------------------------------------------------------------------
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -164,12 +151,6 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h {minutes:02d}m" if minutes else f"{hours}h"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h" if hours else f"{days}d"
-
-
-def _usd(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:,.2f}" if abs(value) >= 0.995 or value == 0 else f"${value:.4f}"
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -587,7 +568,9 @@ def choose_tier(
             )
     saved = savings_usd(costs["standard"], costs[tier])
     if tier != "standard" and saved is not None:
-        reasons.append(f"Expected cost {_usd(costs[tier])} instead of {_usd(costs['standard'])} on standard.")
+        reasons.append(
+            f"Expected cost {format_usd(costs[tier])} instead of {format_usd(costs['standard'])} on standard."
+        )
     if costs["standard"] is None:
         reasons.append(
             f"No price is known for {profile.provider}/{profile.model}: costs are unknown (add a "
@@ -650,13 +633,13 @@ def _rule_based_tier(
     saving = savings_usd(standard_cost, batch_cost)
     if saving is not None and saving < 0:
         blockers.append(
-            f"Batch would cost {_usd(-saving)} more than standard: batch cache hits are best effort, "
+            f"Batch would cost {format_usd(-saving)} more than standard: batch cache hits are best effort, "
             "so none are assumed, and the synchronous cache discount is worth more."
         )
     elif saving is not None and saving < profile.min_batch_savings_usd:
         blockers.append(
-            f"Batch would save only {_usd(saving)} against standard, under the "
-            f"{_usd(profile.min_batch_savings_usd)} crossover (min_batch_savings_usd): not worth "
+            f"Batch would save only {format_usd(saving)} against standard, under the "
+            f"{format_usd(profile.min_batch_savings_usd)} crossover (min_batch_savings_usd): not worth "
             "hours of latency and the batch failure modes."
         )
     if profile.cached_input_ratio >= CACHE_DOMINATED_RATIO:
@@ -666,13 +649,14 @@ def _rule_based_tier(
         if batch_cost is not None and sync_cost is not None and batch_cost >= sync_cost:
             blockers.append(
                 f"Caching-dominated: {share} of input is cached on the synchronous path, while batch "
-                f"cache hits are best effort (none assumed), so batch ({_usd(batch_cost)}) is not "
-                f"cheaper than {sync_tier} ({_usd(sync_cost)})."
+                f"cache hits are best effort (none assumed), so batch ({format_usd(batch_cost)}) is not "
+                f"cheaper than {sync_tier} ({format_usd(sync_cost)})."
             )
         else:
             reasons.append(
                 f"Caching-dominated ({share} of input cached) but batch stays cheaper "
-                f"({_usd(batch_cost)}) than {sync_tier} ({_usd(sync_cost)}) even with no batch cache hits."
+                f"({format_usd(batch_cost)}) than {sync_tier} ({format_usd(sync_cost)}) "
+                "even with no batch cache hits."
             )
     if not blockers:
         if saving is None:

@@ -43,6 +43,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response, StreamingResponse
 
+from airflow_provider_tokentier.core import models
 from airflow_provider_tokentier.core.pricing import usage_from_openai
 from airflow_provider_tokentier.testing.emulator.errors import ProviderError, openai_error
 from airflow_provider_tokentier.testing.emulator.simulation import (
@@ -67,7 +68,6 @@ BATCH_ENDPOINTS = (
     "/v1/moderations",
 )
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data")
-FLEX_MODELS = ("gpt-6-sol", "gpt-6.1-sol", "gpt-6-luna")
 MAX_BATCH_LINES = 50_000
 MAX_BATCH_BYTES = 200 * 1024 * 1024
 MAX_EMBEDDING_INPUTS = 50_000
@@ -111,7 +111,8 @@ def _hex(*parts: object, length: int = 24) -> str:
 
 
 def is_flex_model(model: str) -> bool:
-    return any(model == m or model.startswith(m + "-") for m in FLEX_MODELS)
+    """Whether the emulated API serves ``model`` on flex: the one rule, from core."""
+    return models.is_flex_model(PROVIDER, model)
 
 
 # -- records --------------------------------------------------------------------------------------
