@@ -21,6 +21,7 @@ from airflow_provider_tokentier.core.errors import (
     BatchNotEndedError,
     NonFlexModelError,
     RequestValidationError,
+    SchemaVersionError,
     TokentierError,
     WorkloadChangedError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "NonFlexModelError",
     "PartialResultsError",
     "RequestValidationError",
+    "SchemaVersionError",
     "TokentierError",
     "WorkloadChangedError",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.records import check_schema_version
 from airflow_provider_tokentier.state.blockio import iter_lines
 from airflow_provider_tokentier.state.ledger import storage_path
 
@@ -17,6 +18,10 @@ def read_results(manifest_or_uri: Mapping[str, Any] | str) -> Iterator[dict[str,
     ``tier``, ``provider``, ``model``, ``batch_id``, ``round``, ``response``, ``error``,
     ``usage``, ``cost_usd``, ``standard_cost_usd``. Streaming: memory holds one row at a time.
     """
-    uri = manifest_or_uri if isinstance(manifest_or_uri, str) else manifest_or_uri["results_uri"]
+    if isinstance(manifest_or_uri, str):
+        uri = manifest_or_uri
+    else:
+        check_schema_version(manifest_or_uri, "results manifest")
+        uri = manifest_or_uri["results_uri"]
     for line in iter_lines(storage_path(uri)):
         yield loads_line(line)

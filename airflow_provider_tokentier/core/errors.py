@@ -44,11 +44,16 @@ class BatchNotEndedError(TokentierError, RuntimeError):
     """Raised when results are asked for a batch that has not ended yet."""
 
 
+class SchemaVersionError(TokentierError, ValueError):
+    """A manifest or ledger record written by a newer tokentier than the one reading it."""
+
+
 __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
     "NonFlexModelError",
     "RequestValidationError",
+    "SchemaVersionError",
     "TokentierError",
     "WorkloadChangedError",
 ]

@@ -15,6 +15,7 @@ from airflow_provider_tokentier.core.pricing import (
     format_usd,
     savings_usd,
 )
+from airflow_provider_tokentier.core.records import ResultsManifest
 from airflow_provider_tokentier.core.requests import PROVIDERS
 
 __all__ = [
@@ -274,23 +275,23 @@ class ResultTally:
         """The results manifest, with the same keys as the batch sensor's (``BatchGate.land``)."""
         cost = self.cost_usd()
         standard = self.standard_cost_usd()
-        return {
-            "results_uri": results_uri,
-            "total": self.counts.total,
-            "counts": self.counts.to_dict(),
-            "rounds": rounds,
-            "batches": list(batches or [])[:500],
-            "tiers": dict(self.tiers),
-            "cost_usd": cost,
-            "standard_cost_usd": standard,
-            "savings_usd": savings_usd(standard, cost),
-            "decision": None if decision is None else dict(decision),
-            "provider": provider,
-            "model": model,
-            "submitted_at": submitted_at,
-            "finished_at": finished_at or now_iso(),
-            "deadline": deadline,
-        }
+        return ResultsManifest(
+            results_uri=results_uri,
+            total=self.counts.total,
+            counts=self.counts.to_dict(),
+            rounds=rounds,
+            batches=tuple(list(batches or [])[:500]),
+            tiers=dict(self.tiers),
+            cost_usd=cost,
+            standard_cost_usd=standard,
+            savings_usd=savings_usd(standard, cost),
+            decision=None if decision is None else dict(decision),
+            provider=provider,
+            model=model,
+            submitted_at=submitted_at,
+            finished_at=finished_at or now_iso(),
+            deadline=deadline,
+        ).to_dict()
 
     def summary(self) -> str:
         """One log line: counts per status and tier, cost, standard cost and savings."""

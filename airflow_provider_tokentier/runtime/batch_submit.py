@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_tokentier.backends import batch_backend
+from airflow_provider_tokentier.core.records import SubmissionManifest
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.state.ledger import Ledger
 from airflow_provider_tokentier.workflow.submission import prepare_workload, submit_chunks
+
+if TYPE_CHECKING:
+    from airflow.sdk.types import Logger
 
 
 def submit_workload(
@@ -24,7 +28,7 @@ def submit_workload(
     state_root: str | None,
     caps: Mapping[str, int | None],
     safety_margin: float,
-    log: Any,
+    log: Logger,
 ) -> dict[str, Any]:
     """Validate, chunk and submit a workload retry-safely; return the submission manifest."""
     hook = provider_hook(provider, conn_id)
@@ -56,17 +60,17 @@ def submit_workload(
         default=None,
     )
     submitted_at = datetime.datetime.fromtimestamp(first_intent or 0, datetime.timezone.utc).isoformat()
-    return {
-        "provider": provider,
-        "conn_id": hook.conn_id,
-        "state_uri": str(state_dir),
-        "requests_uri": workload.requests_uri,
-        "endpoint": workload.endpoint,
-        "model": workload.model,
-        "fingerprint": workload.fingerprint,
-        "total": workload.total,
-        "caps": dict(caps),
-        "safety_margin": safety_margin,
-        "batches": [b.to_dict() for b in batches],
-        "submitted_at": submitted_at,
-    }
+    return SubmissionManifest(
+        provider=provider,
+        conn_id=hook.conn_id,
+        state_uri=str(state_dir),
+        requests_uri=workload.requests_uri,
+        endpoint=workload.endpoint,
+        model=workload.model,
+        fingerprint=workload.fingerprint,
+        total=workload.total,
+        caps=dict(caps),
+        safety_margin=safety_margin,
+        batches=tuple(batches),
+        submitted_at=submitted_at,
+    ).to_dict()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_tokentier.core.records import SCHEMA_VERSION, check_schema_version
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
@@ -61,15 +63,23 @@ class Ledger:
 
     # -- generic records -------------------------------------------------------------------------
     def read(self, name: str) -> dict[str, Any] | None:
+        """The record ``name``, or None; written by any known schema version (see `write`)."""
         path = self.dir / f"{name}.json"
         if not path.exists():
             return None
         data: dict[str, Any] = json.loads(path.read_text())
+        check_schema_version(data, f"ledger record {path}")
+        data.pop("schema_version", None)
         return data
 
-    def write(self, name: str, record: dict[str, Any]) -> None:
+    def write(self, name: str, record: Mapping[str, Any]) -> None:
+        """Write the record ``name`` once, stamped with the current ``schema_version``.
+
+        The version is the storage envelope: `read` checks it and hands back the record
+        without it, so callers see the same keys whichever version wrote the file.
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.dir / f"{name}.json", record)
+        write_json(self.dir / f"{name}.json", {**record, "schema_version": SCHEMA_VERSION})
 
     def names(self, prefix: str) -> Iterator[str]:
         if not self.dir.exists():

@@ -22,10 +22,12 @@ from typing import Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_tokentier.backends.base import BatchBackend, BatchStatus
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.progress import ErrorSamples
+from airflow_provider_tokentier.core.records import check_schema_version
 from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger
@@ -141,6 +143,7 @@ class BatchGate:
         settings: GateSettings,
         task_key: str,
     ) -> None:
+        check_schema_version(manifest, "submission manifest")
         self.manifest = manifest
         self.state_dir = state_dir
         self.settings = settings
@@ -172,7 +175,7 @@ class BatchGate:
     def is_harvested(self, batch: SubmittedBatch) -> bool:
         return self.outcome_path(batch).exists()
 
-    def harvest(self, batch: SubmittedBatch, status: Any, backend: Any) -> None:
+    def harvest(self, batch: SubmittedBatch, status: BatchStatus, backend: BatchBackend) -> None:
         """Write one result row per request of an ended batch (once; later calls reuse it).
 
         The batch's totals go to the ledger beside it, so landing can copy the file whole
@@ -339,7 +342,7 @@ class BatchGate:
         log.info("Rescue: ran %d request(s) on the %s tier as round %d", len(ids), tier, round_)
 
     def submit_round(
-        self, round_: int, ids: set[str], backend: Any, endpoint: str | None
+        self, round_: int, ids: set[str], backend: BatchBackend, endpoint: str | None
     ) -> list[SubmittedBatch]:
         """Write and submit round ``round_`` holding exactly ``ids`` from the previous round."""
         if self.ledger.read(f"round-{round_:02d}") is None:

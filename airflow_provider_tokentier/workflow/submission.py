@@ -13,6 +13,7 @@ record with the batch id right after. On any later try:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import tempfile
@@ -24,9 +25,11 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_tokentier.backends.base import BatchBackend
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
 from airflow_provider_tokentier.core.errors import AmbiguousSubmissionError, WorkloadChangedError
 from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.records import ChunkFile, IntentRecord, SubmittedBatch
 from airflow_provider_tokentier.core.requests import (
     OPENAI_ENDPOINTS,
     PROVIDERS,
@@ -41,26 +44,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds of clock skew allowed between our intent record and the provider's created_at.
 ORPHAN_CLOCK_SKEW_S = 300.0
-
-
-@dataclass
-class ChunkFile:
-    """One prepared batch: its request file and what it holds."""
-
-    round: int
-    index: int
-    uri: str
-    requests: int
-    bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "round": self.round,
-            "index": self.index,
-            "uri": self.uri,
-            "requests": self.requests,
-            "bytes": self.bytes,
-        }
 
 
 @dataclass
@@ -169,9 +152,10 @@ class _ChunkWriter:
 
     def finish(self) -> list[ChunkFile]:
         self._close()
-        for chunk_file, stats in zip(self.files, self.chunker.chunks(), strict=True):
-            chunk_file.requests = stats.requests
-            chunk_file.bytes = stats.bytes
+        self.files = [
+            dataclasses.replace(chunk_file, requests=stats.requests, bytes=stats.bytes)
+            for chunk_file, stats in zip(self.files, self.chunker.chunks(), strict=True)
+        ]
         return self.files
 
 
@@ -267,32 +251,6 @@ def write_chunks(
     return writer.finish()
 
 
-@dataclass
-class SubmittedBatch:
-    """A batch the provider accepted, as the ledger and the manifests record it."""
-
-    id: str
-    round: int
-    chunk: int
-    requests: int
-    bytes: int
-    uri: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "round": self.round,
-            "chunk": self.chunk,
-            "requests": self.requests,
-            "bytes": self.bytes,
-            "uri": self.uri,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SubmittedBatch:
-        return cls(data["id"], data["round"], data["chunk"], data["requests"], data["bytes"], data["uri"])
-
-
 def submission_tag(task_key: str, fingerprint: str, chunk: ChunkFile) -> dict[str, str]:
     """Metadata that finds an orphaned OpenAI batch again (<=16 pairs, keys <=64, values <=512)."""
     return {
@@ -305,7 +263,7 @@ def submission_tag(task_key: str, fingerprint: str, chunk: ChunkFile) -> dict[st
 def submit_chunks(
     chunks: Iterable[ChunkFile],
     *,
-    backend: Any,
+    backend: BatchBackend,
     ledger: Ledger,
     task_key: str,
     fingerprint: str,
@@ -326,14 +284,15 @@ def submit_chunks(
             submitted.append(SubmittedBatch.from_dict(known))
             continue
         tag = submission_tag(task_key, fingerprint, chunk)
-        intent = ledger.intent(chunk.round, chunk.index)
+        recorded_intent = ledger.intent(chunk.round, chunk.index)
         batch_id = None
-        if intent is not None:
+        if recorded_intent is not None:
+            intent = IntentRecord.from_dict(recorded_intent)
             recorded = {record["id"] for record in ledger.batches()}
             batch_id = _recover_orphan(backend, intent, tag, chunk, recorded)
         if batch_id is None:
             ledger.record_intent(
-                chunk.round, chunk.index, {"at": time.time(), "tag": tag, "requests": chunk.requests}
+                chunk.round, chunk.index, IntentRecord(time.time(), tag, chunk.requests).to_dict()
             )
             with local_file(ObjectStoragePath(chunk.uri)) as local:
                 batch_id = backend.submit(local, request_count=chunk.requests, tag=tag, endpoint=endpoint)
@@ -353,7 +312,7 @@ def submit_chunks(
 
 
 def _recover_orphan(
-    backend: Any, intent: Mapping[str, Any], tag: dict[str, str], chunk: ChunkFile, recorded: set[str]
+    backend: BatchBackend, intent: IntentRecord, tag: dict[str, str], chunk: ChunkFile, recorded: set[str]
 ) -> str | None:
     """Find the batch an earlier try may have created before it could record the id.
 
@@ -361,7 +320,7 @@ def _recover_orphan(
     only size and time identify a batch, equal-size chunks would otherwise look ambiguous.
     """
     found: list[str] = backend.find_submitted(
-        tag, created_after=float(intent["at"]) - ORPHAN_CLOCK_SKEW_S, request_count=chunk.requests
+        tag, created_after=intent.at - ORPHAN_CLOCK_SKEW_S, request_count=chunk.requests
     )
     matches = [batch_id for batch_id in found if batch_id not in recorded]
     if len(matches) == 1:

@@ -1,5 +1,6 @@
 """Land validated request rows run on the flex or standard tier, retry-safely (shared by the
-sync-tier operators, the tiered operator and the deadline rescue)."""
+sync-tier operators, the tiered operator and the deadline rescue).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_tokentier.backends.sync_tiers import ClientSource, run_sync_tier
+from airflow_provider_tokentier.backends.sync_tiers import ClientSource, InfoLogger, run_sync_tier
 from airflow_provider_tokentier.core.result_rows import ResultTally
 from airflow_provider_tokentier.state.blockio import open_block_writer
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
@@ -32,7 +33,7 @@ def land_on_sync_tier(
     provider: str,
     tier: str,
     client: ClientSource,
-    log: Any,
+    log: InfoLogger,
     **executor_options: Any,
 ) -> dict[str, Any]:
     """Run ``rows`` on flex or standard and land one row per request at ``target``, retry-safely.

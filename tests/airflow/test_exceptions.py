@@ -23,6 +23,7 @@ OLD_BASES = {
     "BatchNotEndedError": RuntimeError,
     "PartialResultsError": AirflowException,
     "BatchStuckError": AirflowException,
+    "SchemaVersionError": ValueError,
 }
 
 

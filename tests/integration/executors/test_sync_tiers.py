@@ -52,6 +52,7 @@ MANIFEST_KEYS = {
     "submitted_at",
     "finished_at",
     "deadline",
+    "schema_version",
 }
 
 
@@ -135,7 +136,9 @@ def test_flex_half_unavailable_mixes_tiers_as_served(
 
     _check_manifest(manifest, rows)
     tiers = _tiers(rows)
-    assert tiers["flex"] > 0 and tiers["standard"] > 0 and sum(tiers.values()) == 60
+    assert tiers["flex"] > 0
+    assert tiers["standard"] > 0
+    assert sum(tiers.values()) == 60
     for row in rows:
         assert row["tier"] == ("flex" if row["response"]["service_tier"] == "flex" else "standard")
     assert _billed_by_tier(tokentier_emulator) == dict(tiers)
@@ -181,7 +184,9 @@ def test_flex_on_unavailable_fail_lands_retryable_errors(
     _check_manifest(manifest, rows)
     assert manifest["counts"]["errored"] == 8
     for row in rows:
-        assert row["status"] == "errored" and row["tier"] == "flex" and row["response"] is None
+        assert row["status"] == "errored"
+        assert row["tier"] == "flex"
+        assert row["response"] is None
         assert row["error"]["type"] == RESOURCE_UNAVAILABLE
         assert row["error"]["retryable"] is True
         assert row["cost_usd"] == 0
