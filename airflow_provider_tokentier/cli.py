@@ -1,9 +1,9 @@
-"""The ``tokentier`` command line.
+r"""The ``tokentier`` command line.
 
 ``tokentier route`` describes a workload and prints the router's decision: the tier, the cost
 on every tier, the expected finish and the reasons::
 
-    tokentier route --provider anthropic --model claude-haiku-5-5 --requests 5000 \\
+    tokentier route --provider anthropic --model claude-haiku-5-5 --requests 5000 \
         --input-tokens 4000 --output-tokens 500 --budget 8h
     tokentier route --example nightly-doc-refresh
     tokentier route --example background-evals --json

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ def airflow_home() -> Path:
 
 
 @pytest.fixture(scope="session")
-def airflow_db(airflow_home: Path) -> Iterator[Path]:
+def airflow_db(airflow_home: Path) -> Path:
     """A migrated metadata database (SQLite in the session's AIRFLOW_HOME)."""
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -40,4 +39,4 @@ def airflow_db(airflow_home: Path) -> Iterator[Path]:
         capture_output=True,
         env=dict(os.environ),
     )
-    yield airflow_home
+    return airflow_home

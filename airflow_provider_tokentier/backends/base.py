@@ -254,8 +254,11 @@ def is_transport_error(exc: BaseException) -> bool:
 
 
 def is_transient_error(exc: BaseException) -> bool:
-    """True when a call failed in a way worth retrying unchanged: 408/429/5xx/529 from either
-    provider, a dropped or timed-out connection, or a transport error mid-body."""
+    """True when a call failed in a way worth retrying unchanged.
+
+    That is 408/429/5xx/529 from either provider, a dropped or timed-out connection, or a
+    transport error mid-body.
+    """
     if isinstance(exc, (anthropic.APIStatusError, openai.APIStatusError)):
         return is_transient_status(exc.status_code)
     return isinstance(

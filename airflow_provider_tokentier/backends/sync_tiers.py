@@ -106,8 +106,10 @@ _CALL_OPTIONS = frozenset({"self", "extra_headers", "extra_query", "extra_body",
 
 @dataclasses.dataclass(frozen=True)
 class Backoff:
-    """Jittered exponential back-off: attempt ``n`` (0-based) waits ``initial * multiplier**n``,
-    capped at ``maximum``, times a random factor in ``[1 - jitter, 1]``.
+    """Jittered exponential back-off.
+
+    Attempt ``n`` (0-based) waits ``initial * multiplier**n``, capped at ``maximum``, times a
+    random factor in ``[1 - jitter, 1]``.
 
     A server's ``retry-after`` replaces the computed delay (plus up to 10% jitter, so a crowd of
     waiting requests does not come back in the same millisecond).

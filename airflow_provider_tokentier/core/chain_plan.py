@@ -75,6 +75,7 @@ class Deadline:
 
     @property
     def known(self) -> bool:
+        """Whether the deadline is known before the run (not templated or computed)."""
         return self.kind != "unknown"
 
     def limit_s(self, chain_start: float | None, stage_start_s: float) -> float | None:
@@ -88,6 +89,7 @@ class Deadline:
         return None
 
     def describe(self) -> str:
+        """The deadline in words, for the rendered plan."""
         if self.kind == "absolute":
             assert self.at is not None
             stamp = datetime.datetime.fromtimestamp(self.at, datetime.timezone.utc)
@@ -127,6 +129,7 @@ class BatchStage:
 
     @property
     def label(self) -> str:
+        """``provider/model`` of the stage, for the rendered plan."""
         return f"{self.provider}/{self.model or '(model from rows)'}"
 
 
@@ -144,10 +147,12 @@ class StagePlan:
 
     @property
     def fits_p50(self) -> bool | None:
+        """Whether the stage finishes by its limit at p50 (``None``: no limit)."""
         return None if self.limit_p50_s is None else self.finish_p50_s <= self.limit_p50_s
 
     @property
     def fits_p95(self) -> bool | None:
+        """Whether the stage finishes by its limit at p95 (``None``: no limit)."""
         return None if self.limit_p95_s is None else self.finish_p95_s <= self.limit_p95_s
 
 
@@ -160,18 +165,22 @@ class ChainPlan:
 
     @property
     def total_p50_s(self) -> float:
+        """Seconds from the chain start until the last stage finishes, at p50."""
         return self.stages[-1].finish_p50_s if self.stages else 0.0
 
     @property
     def total_p95_s(self) -> float:
+        """Seconds from the chain start until the last stage finishes, at p95."""
         return self.stages[-1].finish_p95_s if self.stages else 0.0
 
     @property
     def deadlines(self) -> list[Deadline]:
+        """The stages' deadlines, in chain order."""
         return [s.stage.deadline for s in self.stages if s.stage.deadline is not None]
 
     @property
     def has_known_deadline(self) -> bool:
+        """Whether any stage has a deadline known before the run."""
         return any(s.limit_p95_s is not None for s in self.stages)
 
     @property
@@ -232,7 +241,7 @@ def _worst_overrun(stages: Sequence[StagePlan]) -> float:
 
 # -- the graph ---------------------------------------------------------------------------------
 def _closure(keys: Collection[str], before: Mapping[str, Collection[str]]) -> dict[str, set[str]]:
-    """stage -> every stage that runs before it (transitively)."""
+    """Stage -> every stage that runs before it (transitively)."""
     closure: dict[str, set[str]] = {}
 
     def visit(key: str, trail: tuple[str, ...]) -> set[str]:
@@ -336,8 +345,11 @@ def plan_chain(
 def remaining_chain_message(
     stages: Sequence[BatchStage], deadline_at: float | None, now: float
 ) -> str | None:
-    """A warning when ``stages`` (this stage first, then the batch stages after it) cannot all
-    finish by ``deadline_at`` at p95, counted from ``now``; ``None`` when they can or no deadline."""
+    """A warning when ``stages`` cannot all finish by ``deadline_at`` at p95.
+
+    ``stages`` is this stage first, then the batch stages after it, counted from ``now``;
+    ``None`` when they can, or when there is no deadline.
+    """
     if deadline_at is None or not stages:
         return None
     needed = sum(s.p95_s for s in stages)

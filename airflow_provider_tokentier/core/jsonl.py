@@ -1,8 +1,8 @@
-"""Compact, key-order-stable JSON line encoding for the hot paths (request files, result rows).
+r"""Compact, key-order-stable JSON line encoding for the hot paths (request files, result rows).
 
 msgspec is used when importable (it ships with Airflow and is several times faster than the
 stdlib). The stdlib fallback is configured like msgspec and like the providers' SDKs, which send
-compact JSON: no spaces, UTF-8 without ``\\uXXXX`` escaping, dict insertion order kept. The two
+compact JSON: no spaces, UTF-8 without ``\uXXXX`` escaping, dict insertion order kept. The two
 differ only in float exponent spelling (``1e16`` vs ``1e+16``) and in NaN handling.
 """
 

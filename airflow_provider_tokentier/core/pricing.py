@@ -125,8 +125,9 @@ def usage_from_anthropic(usage: Mapping[str, Any]) -> Usage:
 
 
 def usage_from_openai(usage: Mapping[str, Any]) -> Usage:
-    """Normalize an OpenAI usage object from Chat Completions, Responses (also a Batch's ``usage``)
-    or Embeddings.
+    """Normalize an OpenAI usage object.
+
+    It may come from Chat Completions, Responses (also a Batch's ``usage``) or Embeddings.
 
     OpenAI counts cached tokens inside the prompt total, so ``input_tokens`` is prompt minus cached;
     reasoning tokens are already inside the completion total and stay there (billed as output).

@@ -385,8 +385,10 @@ def estimate_rescue_margin_s(
     rescue_tier: str = "standard",
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> float:
-    """Time to rescue a batch before its deadline: cancel latency plus the remaining requests' p95
-    on ``rescue_tier``."""
+    """Time to rescue a batch before its deadline.
+
+    That is the cancel latency plus the remaining requests' p95 on ``rescue_tier``.
+    """
     if provider not in PROVIDERS:
         raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
     _check_int("remaining_requests", remaining_requests, 0)
@@ -510,25 +512,10 @@ def choose_tier(
     to :func:`estimate_rescue_margin_s` for the whole workload on ``standard``. ``force_tier``
     skips the rules but still estimates every tier. ``ValueError`` on bad inputs.
     """
-    if force_tier is not None and force_tier not in TIERS:
-        raise ValueError(f"unknown tier {force_tier!r}; expected one of {TIERS}")
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be timezone-aware")
-    if history is None:
-        history = TurnaroundHistory(profile.provider, profile.model)
-    elif (history.provider, history.model) != (profile.provider, profile.model):
-        raise ValueError(
-            f"turnaround history is for {history.provider}/{history.model}, "
-            f"not {profile.provider}/{profile.model}"
-        )
-    if rescue_margin_s is not None:
-        _check_number("rescue_margin_s", rescue_margin_s)
+    history = _checked_inputs(profile, history, now, rescue_margin_s, force_tier)
     budget = profile.budget_s(now)
     flex = profile.offers_flex
-    if force_tier == "flex" and not flex:
-        raise ValueError(f"{profile.provider} model {profile.model!r} does not offer the flex tier")
-
     costs = estimate_costs(profile, prices, now.date())
     shape = (profile.request_count, profile.input_tokens_per_request, profile.output_tokens_per_request)
     durations: dict[str, tuple[float, float] | None] = {
@@ -558,24 +545,7 @@ def choose_tier(
     else:
         assert budget is not None  # not interactive, so the profile has a budget or a deadline
         tier = _rule_based_tier(profile, budget, costs, durations, history, margin, reasons)
-
-    if tier == "standard" and budget is not None:
-        p50 = durations["standard"]
-        if p50 is not None and p50[0] > budget:
-            reasons.append(
-                f"Even standard is expected to take {format_duration(p50[0])}, more than the "
-                f"{format_duration(budget)} budget; it is the fastest tier."
-            )
-    saved = savings_usd(costs["standard"], costs[tier])
-    if tier != "standard" and saved is not None:
-        reasons.append(
-            f"Expected cost {format_usd(costs[tier])} instead of {format_usd(costs['standard'])} on standard."
-        )
-    if costs["standard"] is None:
-        reasons.append(
-            f"No price is known for {profile.provider}/{profile.model}: costs are unknown (add a "
-            "[tokentier] prices override or pass expected_spend_usd)."
-        )
+    reasons.extend(_closing_reasons(profile, tier, budget, costs, durations))
 
     finishes = {
         name: None if window is None else (_after(now, window[0]), _after(now, window[1]))
@@ -601,6 +571,61 @@ def choose_tier(
 
 def _after(now: datetime.datetime, seconds: float) -> datetime.datetime:
     return now + datetime.timedelta(seconds=round(seconds, 3))
+
+
+def _checked_inputs(
+    profile: WorkloadProfile,
+    history: TurnaroundHistory | None,
+    now: datetime.datetime,
+    rescue_margin_s: float | None,
+    force_tier: str | None,
+) -> TurnaroundHistory:
+    """Check `choose_tier`'s arguments (``ValueError`` names the bad one); the history to use."""
+    if force_tier is not None and force_tier not in TIERS:
+        raise ValueError(f"unknown tier {force_tier!r}; expected one of {TIERS}")
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if history is None:
+        history = TurnaroundHistory(profile.provider, profile.model)
+    elif (history.provider, history.model) != (profile.provider, profile.model):
+        raise ValueError(
+            f"turnaround history is for {history.provider}/{history.model}, "
+            f"not {profile.provider}/{profile.model}"
+        )
+    if rescue_margin_s is not None:
+        _check_number("rescue_margin_s", rescue_margin_s)
+    if force_tier == "flex" and not profile.offers_flex:
+        raise ValueError(f"{profile.provider} model {profile.model!r} does not offer the flex tier")
+    return history
+
+
+def _closing_reasons(
+    profile: WorkloadProfile,
+    tier: str,
+    budget: float | None,
+    costs: Mapping[str, float | None],
+    durations: Mapping[str, tuple[float, float] | None],
+) -> list[str]:
+    """What to add once the tier is chosen: a budget even standard misses, the cost, no price."""
+    reasons: list[str] = []
+    if tier == "standard" and budget is not None:
+        p50 = durations["standard"]
+        if p50 is not None and p50[0] > budget:
+            reasons.append(
+                f"Even standard is expected to take {format_duration(p50[0])}, more than the "
+                f"{format_duration(budget)} budget; it is the fastest tier."
+            )
+    saved = savings_usd(costs["standard"], costs[tier])
+    if tier != "standard" and saved is not None:
+        reasons.append(
+            f"Expected cost {format_usd(costs[tier])} instead of {format_usd(costs['standard'])} on standard."
+        )
+    if costs["standard"] is None:
+        reasons.append(
+            f"No price is known for {profile.provider}/{profile.model}: costs are unknown (add a "
+            "[tokentier] prices override or pass expected_spend_usd)."
+        )
+    return reasons
 
 
 def _rule_based_tier(

@@ -24,6 +24,7 @@ class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAn
     hook_name = "Anthropic (tokentier)"
 
     def options_from_connection(self, conn: Any) -> dict[str, Any]:
+        """SDK options from the connection, plus the ``anthropic_version`` extra."""
         options = super().options_from_connection(conn)
         version = (conn.extra_dejson or {}).get("anthropic_version")
         if version:
@@ -31,16 +32,20 @@ class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAn
         return options
 
     def normalize_base_url(self, host: str) -> str:
+        """The base URL without a trailing slash or ``/v1`` (the SDK adds it)."""
         # The Anthropic SDK appends /v1/... itself; accept a base URL given with /v1 too.
         return host.rstrip("/").removesuffix("/v1")
 
     def build_client(self, options: dict[str, Any]) -> anthropic.Anthropic:
+        """A sync ``anthropic.Anthropic`` client."""
         return anthropic.Anthropic(**options)
 
     def build_async_client(self, options: dict[str, Any]) -> anthropic.AsyncAnthropic:
+        """An async ``anthropic.AsyncAnthropic`` client on the shared connection pool."""
         return anthropic.AsyncAnthropic(
             http_client=anthropic.DefaultAsyncHttpxClient(limits=ASYNC_POOL_LIMITS), **options
         )
 
     def probe(self) -> None:
+        """One cheap authenticated call: list a single message batch."""
         self.get_client().messages.batches.list(limit=1)

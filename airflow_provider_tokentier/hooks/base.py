@@ -117,6 +117,7 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         return options
 
     def normalize_base_url(self, host: str) -> str:
+        """The connection host as the SDK wants its ``base_url``."""
         return host.rstrip("/")
 
     # -- clients ------------------------------------------------------------------------------
@@ -151,9 +152,11 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         return self.build_async_client(await self.aclient_options())
 
     def build_client(self, options: dict[str, Any]) -> SyncClientT:
+        """The sync SDK client for ``options``; each provider hook implements it."""
         raise NotImplementedError
 
     def build_async_client(self, options: dict[str, Any]) -> AsyncClientT:
+        """The async SDK client for ``options``; each provider hook implements it."""
         raise NotImplementedError
 
     def test_connection(self) -> tuple[bool, str]:
@@ -165,6 +168,7 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         return True, "Connection works"
 
     def probe(self) -> None:
+        """One cheap authenticated call, raising when the connection does not work."""
         raise NotImplementedError
 
 

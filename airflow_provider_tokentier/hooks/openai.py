@@ -26,6 +26,7 @@ class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
     hook_name = "OpenAI (tokentier)"
 
     def options_from_connection(self, conn: Any) -> dict[str, Any]:
+        """SDK options from the connection, plus the ``organization``/``project`` extras."""
         options = super().options_from_connection(conn)
         extra = conn.extra_dejson or {}
         for key in ("organization", "project"):
@@ -38,16 +39,20 @@ class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
         return options
 
     def normalize_base_url(self, host: str) -> str:
+        """The base URL ending in ``/v1``, as the OpenAI SDK expects."""
         host = host.rstrip("/")
         return host if host.endswith("/v1") else f"{host}/v1"
 
     def build_client(self, options: dict[str, Any]) -> openai.OpenAI:
+        """A sync ``openai.OpenAI`` client."""
         return openai.OpenAI(**options)
 
     def build_async_client(self, options: dict[str, Any]) -> openai.AsyncOpenAI:
+        """An async ``openai.AsyncOpenAI`` client on the shared connection pool."""
         return openai.AsyncOpenAI(
             http_client=openai.DefaultAsyncHttpxClient(limits=ASYNC_POOL_LIMITS), **options
         )
 
     def probe(self) -> None:
+        """One cheap authenticated call: list a single batch."""
         self.get_client().batches.list(limit=1)

@@ -97,6 +97,7 @@ class BatchSubmitOperator(BaseOperator):
         return open_request_rows(self.requests, self.requests_uri)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """Validate, chunk and submit the workload; return the submission manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log)
         report.publish(
             ProgressRecord(

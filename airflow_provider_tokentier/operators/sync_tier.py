@@ -116,6 +116,7 @@ class SyncTierOperator(BaseOperator):
         return resolve_price_table(self.prices)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        """Validate every row, run them on this tier and land them; return the results manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log, links=False)
         total, endpoint = self._validate_all()
         self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)

@@ -79,6 +79,7 @@ class DagStages:
     notes: list[str] = dataclasses.field(default_factory=list)
 
     def chains(self) -> list[tuple[str, ...]]:
+        """Every maximal chain of stages, each as stage keys in run order."""
         return find_chains(list(self.stages), self.before)
 
 

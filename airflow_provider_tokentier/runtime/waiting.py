@@ -17,7 +17,12 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
-from airflow_provider_tokentier.backends.base import BatchStatus, call_with_retry, is_transient_error
+from airflow_provider_tokentier.backends.base import (
+    BatchBackend,
+    BatchStatus,
+    call_with_retry,
+    is_transient_error,
+)
 from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
 from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
@@ -223,30 +228,8 @@ class BatchWaitMixin:
             past_deadline = deadline is not None and now >= deadline
             rescue_due = rescue_at is not None and now >= rescue_at
             if waiting:
-                if rescue_due and gate.ledger.read("draining") is None:
-                    self.log.warning(
-                        "Rescue time %s reached with %d batch(es) unfinished: cancelling them, then "
-                        "running what did not finish on %s",
-                        iso(rescue_at),
-                        len(waiting),
-                        self.rescue_tier,
-                    )
-                    for batch in waiting:
-                        _patiently(backend.cancel, batch.id)
-                    gate.ledger.write(
-                        "draining",
-                        {"at": now, "batches": [b.id for b in waiting], "rescue": self.rescue_tier},
-                    )
-                elif past_deadline and gate.ledger.read("draining") is None:
-                    self.log.warning(
-                        "Deadline %s passed with %d batch(es) unfinished: "
-                        "cancelling them and landing what finished",
-                        iso(deadline),
-                        len(waiting),
-                    )
-                    for batch in waiting:
-                        _patiently(backend.cancel, batch.id)
-                    gate.ledger.write("draining", {"at": time.time(), "batches": [b.id for b in waiting]})
+                if (rescue_due or past_deadline) and gate.ledger.read("draining") is None:
+                    self._start_draining(gate, backend, waiting, rescue_at if rescue_due else None, deadline)
                 self._report(gate, report, "waiting", statuses)
                 return waiting
             draining = gate.ledger.read("draining")
@@ -273,6 +256,40 @@ class BatchWaitMixin:
         self._report(gate, report, "landing", statuses)
         report.final_errors = gate.final_errors()
         return gate.land(self.results_uri, deadline=iso(deadline))
+
+    def _start_draining(
+        self,
+        gate: BatchGate,
+        backend: BatchBackend,
+        waiting: list[SubmittedBatch],
+        rescue_at: float | None,
+        deadline: float | None,
+    ) -> None:
+        """Cancel the unfinished batches at the rescue time (``rescue_at`` given) or the deadline.
+
+        The ``draining`` record says which; a rescue then runs what did not finish on
+        ``rescue_tier``, a plain drain lands what finished.
+        """
+        if rescue_at is not None:
+            self.log.warning(
+                "Rescue time %s reached with %d batch(es) unfinished: cancelling them, then "
+                "running what did not finish on %s",
+                iso(rescue_at),
+                len(waiting),
+                self.rescue_tier,
+            )
+            record: dict[str, Any] = {"rescue": self.rescue_tier}
+        else:
+            self.log.warning(
+                "Deadline %s passed with %d batch(es) unfinished: cancelling them and landing what finished",
+                iso(deadline),
+                len(waiting),
+            )
+            record = {}
+        at = time.time()
+        for batch in waiting:
+            _patiently(backend.cancel, batch.id)
+        gate.ledger.write("draining", {"at": at, "batches": [b.id for b in waiting], **record})
 
     def _wait_trigger(
         self, gate: BatchGate, waiting: list[SubmittedBatch], report: StepReporter

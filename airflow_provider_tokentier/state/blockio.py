@@ -25,6 +25,7 @@ class BlockWriter:
         self._buffer = bytearray()
 
     def write(self, data: bytes) -> int:
+        """Buffer ``data``, passing the buffer on once a block is full; return its length."""
         self._buffer += data
         if len(self._buffer) >= BLOCK_SIZE:
             self._drain()

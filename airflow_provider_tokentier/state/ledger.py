@@ -82,6 +82,7 @@ class Ledger:
         write_json(self.dir / f"{name}.json", {**record, "schema_version": SCHEMA_VERSION})
 
     def names(self, prefix: str) -> Iterator[str]:
+        """Names of the records starting with ``prefix``, sorted."""
         if not self.dir.exists():
             return
         for child in sorted(self.dir.iterdir(), key=lambda p: p.name):
@@ -94,15 +95,19 @@ class Ledger:
         return f"r{round_:02d}-c{chunk:05d}"
 
     def intent(self, round_: int, chunk: int) -> dict[str, Any] | None:
+        """The intent recorded before submitting chunk ``chunk`` of round ``round_``, or None."""
         return self.read(f"intent-{self._key(round_, chunk)}")
 
     def record_intent(self, round_: int, chunk: int, record: dict[str, Any]) -> None:
+        """Record the intent to submit a chunk, before the paid call."""
         self.write(f"intent-{self._key(round_, chunk)}", record)
 
     def submitted(self, round_: int, chunk: int) -> dict[str, Any] | None:
+        """The batch recorded for chunk ``chunk`` of round ``round_``, or None."""
         return self.read(f"submitted-{self._key(round_, chunk)}")
 
     def record_submitted(self, round_: int, chunk: int, record: dict[str, Any]) -> None:
+        """Record the batch a chunk was submitted as, right after the paid call."""
         self.write(f"submitted-{self._key(round_, chunk)}", record)
 
     def batches(self, round_: int | None = None) -> list[dict[str, Any]]:

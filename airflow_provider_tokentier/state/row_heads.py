@@ -24,6 +24,7 @@ class RowHead(msgspec.Struct):
 
     @property
     def retryable_error(self) -> bool:
+        """Whether the row errored in a way worth running again."""
         return self.status == "errored" and bool(self.error and self.error.get("retryable"))
 
 

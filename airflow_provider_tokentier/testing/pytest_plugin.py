@@ -16,7 +16,7 @@ def _tokentier_emulator_server() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def tokentier_emulator(_tokentier_emulator_server: Emulator) -> Iterator[Emulator]:
+def tokentier_emulator(_tokentier_emulator_server: Emulator) -> Emulator:
     """A running emulator, reset to an empty state and default settings for each test.
 
     One server serves the whole session; each test gets it with no batches, files or
@@ -25,7 +25,7 @@ def tokentier_emulator(_tokentier_emulator_server: Emulator) -> Iterator[Emulato
     emulator = _tokentier_emulator_server
     emulator.reset()
     emulator.configure(**_defaults())
-    yield emulator
+    return emulator
 
 
 def _defaults() -> dict[str, object]:

@@ -72,6 +72,7 @@ class BatchTrigger(BaseTrigger):
         self.cost_so_far_usd = cost_so_far_usd
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The classpath and keyword arguments that rebuild this trigger (no secrets: a conn_id)."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -95,6 +96,7 @@ class BatchTrigger(BaseTrigger):
         return async_batch_backend(self.provider, client)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll the batches until one ends, stalls or fails, then yield one event."""
         backend = await self._backend()
         watch = _StuckWatch(self.stuck_after)
         failures = 0

@@ -152,6 +152,7 @@ class BatchGate:
 
     # -- rounds --------------------------------------------------------------------------------
     def batches_of(self, round_: int) -> list[SubmittedBatch]:
+        """The batches of round ``round_``: round 0 from the manifest, later rounds from the ledger."""
         if round_ == 0:
             return [
                 SubmittedBatch.from_dict({**b, "chunk": b.get("chunk", i)})
@@ -160,19 +161,23 @@ class BatchGate:
         return [SubmittedBatch.from_dict(b) for b in self.ledger.batches(round_)]
 
     def current_round(self) -> int:
+        """The last round started (0 before any re-batch)."""
         round_ = 0
         while self.ledger.read(f"round-{round_ + 1:02d}") is not None:
             round_ += 1
         return round_
 
     def all_batches(self) -> list[SubmittedBatch]:
+        """Every batch of every round, in round order."""
         return [b for r in range(self.current_round() + 1) for b in self.batches_of(r)]
 
     # -- harvest -------------------------------------------------------------------------------
     def outcome_path(self, batch: SubmittedBatch) -> ObjectStoragePath:
+        """Where the harvested result rows of ``batch`` live."""
         return self.state_dir / "outcomes" / f"r{batch.round:02d}" / f"{batch.id}.jsonl"
 
     def is_harvested(self, batch: SubmittedBatch) -> bool:
+        """Whether ``batch``'s result rows are already written."""
         return self.outcome_path(batch).exists()
 
     def harvest(self, batch: SubmittedBatch, status: BatchStatus, backend: BatchBackend) -> None:
@@ -267,6 +272,7 @@ class BatchGate:
 
     # -- re-batch ------------------------------------------------------------------------------
     def needs_rebatch(self, status: str, error: Mapping[str, Any] | None) -> bool:
+        """Whether a row with ``status`` and ``error`` goes to another batch round."""
         policy = self.settings.rebatch
         if policy == "none":
             return False
@@ -289,6 +295,7 @@ class BatchGate:
         return self._ids_where(round_, lambda head: self.needs_rebatch(head.status, head.error))
 
     def is_rescue_round(self, round_: int) -> bool:
+        """Whether round ``round_`` ran on a synchronous tier at the deadline."""
         record = self.ledger.read(f"round-{round_:02d}") if round_ else None
         return bool(record and record.get("rescue"))
 

@@ -60,6 +60,7 @@ class Workload:
     model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form kept as the ``workload`` ledger record."""
         return {
             "provider": self.provider,
             "endpoint": self.endpoint,
@@ -72,6 +73,7 @@ class Workload:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Workload:
+        """Read the ``workload`` ledger record."""
         return cls(
             provider=data["provider"],
             endpoint=data["endpoint"],
@@ -119,6 +121,7 @@ def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mappi
 
 
 def chunk_path(state_dir: ObjectStoragePath, round_: int, index: int) -> ObjectStoragePath:
+    """Where chunk ``index`` of round ``round_`` is written."""
     return state_dir / "rounds" / f"r{round_:02d}" / f"c{index:05d}.jsonl"
 
 

@@ -1,5 +1,6 @@
-"""Land validated request rows run on the flex or standard tier, retry-safely (shared by the
-sync-tier operators, the tiered operator and the deadline rescue).
+"""Land validated request rows run on the flex or standard tier, retry-safely.
+
+Shared by the sync-tier operators, the tiered operator and the deadline rescue.
 """
 
 from __future__ import annotations

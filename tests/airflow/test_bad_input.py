@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -162,7 +163,7 @@ def test_empty_workload_fails_with_zero_paid_calls(emulator, make_dag, capfd, ca
     ids=["unknown-provider", "both-inputs", "neither-input", "bad-endpoint", "zero-cap", "bad-margin"],
 )
 def test_bad_operator_arguments_fail_at_parse_time(emulator, kwargs, words):
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match=re.escape(words[0])) as raised:
         BatchSubmitOperator(task_id="submit", **kwargs)
     assert all(word in str(raised.value) for word in words), str(raised.value)
     assert emulator.calls() == {}
@@ -190,7 +191,7 @@ def test_bad_operator_arguments_fail_at_parse_time(emulator, kwargs, words):
     ],
 )
 def test_bad_sensor_arguments_fail_at_parse_time(emulator, kwargs, words):
-    with pytest.raises(ValueError) as raised:
+    with pytest.raises(ValueError, match=re.escape(words[0])) as raised:
         BatchSensor(task_id="ready", **kwargs)
     assert all(word in str(raised.value) for word in words), str(raised.value)
     assert emulator.calls() == {}

@@ -48,7 +48,8 @@ def test_overnight_eval_runs_both_chained_stages(emulator, load_example):
     assert Counter(_ids(judged)) == Counter(f"judge-{c}" for c in cases)
     assert {r["provider"] for r in landed_rows(generated)} == {"anthropic"}
     assert {r["provider"] for r in landed_rows(judged)} == {"openai"}
-    assert generated["tiers"]["batch"] == 12 and judged["tiers"]["batch"] == 12
+    assert generated["tiers"]["batch"] == 12
+    assert judged["tiers"]["batch"] == 12
     # One batch per provider: the judge stage was submitted only after the generate stage landed.
     (anthropic_batch,) = provider_batches(emulator, "anthropic")
     (openai_batch,) = provider_batches(emulator, "openai")
@@ -56,12 +57,16 @@ def test_overnight_eval_runs_both_chained_stages(emulator, load_example):
     # The 09:00 deadline of the (past) logical date fell back to the late budget, in the future.
     deadlines = run.xcoms["morning_deadlines"]
     assert deadlines["generate"] < deadlines["judge"]
-    assert judged["deadline"] is not None and generated["deadline"] is not None
+    assert judged["deadline"] is not None
+    assert generated["deadline"] is not None
     report = run.xcoms["report"]
-    assert report["cases"] == 12 and report["answered"] == 12 and report["judged"] == 12
+    assert report["cases"] == 12
+    assert report["answered"] == 12
+    assert report["judged"] == 12
     assert report["cost_usd"] == pytest.approx(generated["cost_usd"] + judged["cost_usd"])
     assert report["savings_usd"] > 0
-    assert anthropic_batch and openai_batch
+    assert anthropic_batch
+    assert openai_batch
 
 
 def test_embedding_backfill_splits_into_several_batches(emulator, load_example):
@@ -75,9 +80,11 @@ def test_embedding_backfill_splits_into_several_batches(emulator, load_example):
     run = run_dag(module.dag)
     assert run.state == "success", run.states
     summary = run.xcoms["store_vectors"]
-    assert summary["batches"] == 3 and summary["batch_sizes"] == [10, 10, 5]
+    assert summary["batches"] == 3
+    assert summary["batch_sizes"] == [10, 10, 5]
     assert len(provider_batches(emulator, "openai")) == 3
-    assert summary["docs"] == 25 and summary["vectors"] == 50
+    assert summary["docs"] == 25
+    assert summary["vectors"] == 50
     assert sorted(_ids(run.xcoms["embeddings_ready"])) == [f"doc-{i:06d}" for i in range(25)]
 
 
@@ -128,5 +135,6 @@ def test_routed_workloads_land_on_three_tiers(emulator, load_example):
     assert all(d["reasons"] for d in decisions.values())
     for name, count in (("draft_agent_replies", 3), ("summarize_incidents", 6), ("catalog_descriptions", 20)):
         landed = landed_rows(run.xcoms[name])
-        assert len(landed) == count and {r["tier"] for r in landed} == {tiers[name]}
+        assert len(landed) == count
+        assert {r["tier"] for r in landed} == {tiers[name]}
     assert len(provider_batches(emulator, "anthropic")) == 1

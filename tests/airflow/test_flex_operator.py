@@ -93,13 +93,15 @@ def test_flex_operator_dag_test(airflow_db: Path, emulator_conns: Emulator, tmp_
     assert str(run.state) == "success"
 
     manifest = _return_value(run, "flex")
-    assert manifest["total"] == 30 and manifest["counts"]["succeeded"] == 30
+    assert manifest["total"] == 30
+    assert manifest["counts"]["succeeded"] == 30
     assert manifest["results_uri"].endswith("/flex/-1/results.jsonl")
     assert str(tmp_path / "state") in manifest["results_uri"]
     rows = list(read_results(manifest))
     billed = {tier: b["requests"] for tier, b in emulator_conns.billing()["by_tier"].items()}
     ours = {tier: n for tier, n in manifest["tiers"].items() if n}
-    assert ours == billed and set(ours) == {"flex", "standard"}
+    assert ours == billed
+    assert set(ours) == {"flex", "standard"}
     assert sum(1 for row in rows if row["tier"] == "flex") == billed["flex"]
     assert manifest["cost_usd"] == pytest.approx(emulator_conns.billing()["usd"], abs=1e-6)
 
@@ -179,7 +181,7 @@ def test_every_public_parameter_is_documented() -> None:
         params = set(inspect.signature(operator.__init__).parameters) - {"self", "kwargs"}
         documented = {
             line.split(":param ")[1].split(":")[0]
-            for line in operator.__doc__.splitlines()
+            for line in (operator.__doc__ or "").splitlines()
             if ":param " in line
         }
         assert params == documented, operator.__name__

@@ -61,11 +61,12 @@ def test_expiry_rebatches_exactly_the_expired_ids_and_merges_rows(
     submission, manifest = run.xcoms["submit"], run.xcoms["ready"]
 
     round0, round1 = _round_batches(emulator, provider, submission)
-    assert len(round0) == 1 and len(round1) == 1, (round0, round1)
+    assert (len(round0), len(round1)) == (1, 1), (round0, round1)
     first = sdk_outcomes(emulator, provider, round0[0])
     expired = {cid for cid, outcome in first.items() if outcome == "expired"}
     finished = {cid for cid, outcome in first.items() if outcome == "succeeded"}
-    assert expired and finished, first  # an expiry with partial output
+    assert expired, first  # an expiry with partial output
+    assert finished, first
     assert len(first) == len(rows)
 
     # Round 2 holds exactly the expired requests, no more, no fewer.
@@ -140,10 +141,12 @@ def test_expired_plus_retryable_rebatches_retryable_errors_but_not_permanent_one
     landed = {r["custom_id"]: r for r in landed_rows(manifest)}
     assert set(landed) == {r["custom_id"] for r in rows}
     for cid in retryable:
-        assert landed[cid]["status"] == "succeeded" and landed[cid]["round"] == 1
+        assert landed[cid]["status"] == "succeeded"
+        assert landed[cid]["round"] == 1
     for cid in permanent:
         row = landed[cid]
-        assert row["status"] == "errored" and row["round"] == 0
+        assert row["status"] == "errored"
+        assert row["round"] == 0
         assert row["error"]["retryable"] is False
         assert row["cost_usd"] == 0
     assert manifest["counts"]["errored"] == 2
@@ -159,7 +162,8 @@ def test_rebatch_expired_leaves_errors_alone(emulator, make_dag, calm_after_roun
     assert run.states == {"submit": "success", "ready": "success"}, run.states
     submission, manifest = run.xcoms["submit"], run.xcoms["ready"]
     round0, round1 = _round_batches(emulator, provider, submission)
-    assert round1 == [] and calm_after_round_0 == []
+    assert round1 == []
+    assert calm_after_round_0 == []
     errored = {cid for cid, o in sdk_outcomes(emulator, provider, round0[0]).items() if o == "errored"}
     assert errored
     landed = {r["custom_id"]: r for r in landed_rows(manifest)}
@@ -205,7 +209,8 @@ def test_max_rounds_caps_the_rebatching(emulator, make_dag):
     assert run.states == {"submit": "success", "ready": "success"}, run.states
     submission, manifest = run.xcoms["submit"], run.xcoms["ready"]
     round0, later = _round_batches(emulator, "anthropic", submission)
-    assert len(round0) == 1 and len(later) == 1
+    assert len(round0) == 1
+    assert len(later) == 1
     second = sdk_outcomes(emulator, "anthropic", later[0])
     still_expired = {cid for cid, o in second.items() if o == "expired"}
     assert still_expired, "the scenario needs expiries in the last round"

@@ -150,7 +150,8 @@ def test_ambiguous_anthropic_orphan_refuses_loudly(emulator, make_dag, crash_aft
     assert second.states["submit"] == "failed", second.states
     errors = [line for line in output.splitlines() if "AmbiguousSubmissionError" in line]
     assert errors, output[-3000:]
-    assert orphan[0]["id"] in errors[-1] and decoy.id in errors[-1]
+    assert orphan[0]["id"] in errors[-1]
+    assert decoy.id in errors[-1]
     assert paid_calls(emulator.calls()) == before, "nothing submitted"
     assert {b["id"] for b in provider_batches(emulator, "anthropic")} == {orphan[0]["id"], decoy.id}
 

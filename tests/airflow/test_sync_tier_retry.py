@@ -34,7 +34,8 @@ def test_a_retry_runs_only_what_earlier_tries_did_not_finish(emulator, dag_id, s
     emulator.configure(flex_429_rate=0.5, seed=4)
     first = run_dag(_flex_dag(dag_id, state_root, rows)).xcoms["enrich"]
     failed = {r["custom_id"] for r in landed_rows(first) if r["status"] != "succeeded"}
-    assert failed and len(failed) < len(rows)
+    assert failed
+    assert len(failed) < len(rows)
     billed = emulator.billing()["requests_billed"]
 
     # The clear re-runs the task: only the failed requests are sent again.
@@ -53,4 +54,5 @@ def test_a_retry_runs_only_what_earlier_tries_did_not_finish(emulator, dag_id, s
     calls_before = _chat_calls(emulator)
     third = run_dag(_flex_dag(dag_id, state_root, rows)).xcoms["enrich"]
     assert _chat_calls(emulator) == calls_before
-    assert third["counts"] == second["counts"] and third["cost_usd"] == second["cost_usd"]
+    assert third["counts"] == second["counts"]
+    assert third["cost_usd"] == second["cost_usd"]

@@ -95,7 +95,8 @@ def test_forced_batch_with_rescue_lands_everything_before_the_deadline(emulator,
     run = run_dag(dag)
     manifest = run.xcoms["infer"]
     assert run.states == {"infer": "success"}
-    assert manifest["decision"]["tier"] == "batch" and manifest["decision"]["forced"]
+    assert manifest["decision"]["tier"] == "batch"
+    assert manifest["decision"]["forced"]
     landed = _check_billing(emulator, manifest, rows)
     assert {(r["status"], r["tier"]) for r in landed} == {("succeeded", "standard")}
 

@@ -131,7 +131,8 @@ def test_triggers_on_one_loop_share_one_async_client(emulator, provider):
 
     one, two, a, b = asyncio.run(clients())
     assert one is two
-    assert a is one and b is one
+    assert a is one
+    assert b is one
 
     other_loop = asyncio.run(clients())
     assert other_loop[0] is not one, "a client belongs to its own event loop"

@@ -49,7 +49,7 @@ def test_sensor_rides_out_a_short_provider_outage_when_it_resumes(emulator, make
     original = BatchTrigger.run
     outages: list[threading.Timer] = []
 
-    async def run(self: BatchTrigger):  # type: ignore[no-untyped-def]
+    async def run(self: BatchTrigger):
         async for event in original(self):
             emulator.configure(poll_error_rate=1.0)
             timer = threading.Timer(3.0, emulator.configure, kwargs={"poll_error_rate": 0.0})
@@ -96,7 +96,7 @@ def serialized_batch_triggers(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     seen: list[object] = []
     original = BatchTrigger.serialize
 
-    def serialize(self: BatchTrigger):  # type: ignore[no-untyped-def]
+    def serialize(self: BatchTrigger):
         seen.append(original(self))
         return seen[-1]
 

@@ -120,7 +120,8 @@ def test_every_example_dag_runs_green(
     vectors = xcom("embedding_backfill", "store_vectors")
     assert vectors["docs"] == backfill, vectors
     assert vectors["vectors"] == backfill * _n("TOKENTIER_PASSAGES_PER_DOC"), vectors
-    assert sum(vectors["batch_sizes"]) == backfill and max(vectors["batch_sizes"]) <= per_batch
+    assert sum(vectors["batch_sizes"]) == backfill
+    assert max(vectors["batch_sizes"]) <= per_batch
     assert vectors["batches"] == -(-backfill // per_batch) > 1, vectors
     assert vectors["counts"]["succeeded"] == sum(vectors["counts"].values()) == backfill
 

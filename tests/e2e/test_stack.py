@@ -245,4 +245,5 @@ def test_chaos_run_lands_every_custom_id_exactly_once(stack: AirflowStack, emula
     assert sorted(flex_ids) == sorted(f"chaos_flex-{i:04d}" for i in range(60))
     assert flex["counts"]["succeeded"] == 60
     # Both tiers served some rows: the 429s really happened and really fell back.
-    assert flex["tiers"]["flex"] > 0 and flex["tiers"]["standard"] > 0, flex["tiers"]
+    assert flex["tiers"]["flex"] > 0, flex["tiers"]
+    assert flex["tiers"]["standard"] > 0, flex["tiers"]

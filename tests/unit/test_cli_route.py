@@ -55,7 +55,8 @@ def test_every_example_has_a_test():
 
 def test_table_shows_cost_on_every_tier_and_finish():
     text = route("--example", "background-evals")
-    assert "$120.00" in text and "$60.00" in text
+    assert "$120.00" in text
+    assert "$60.00" in text
     assert "2026-11-15 02:00 UTC (+1h)" in text  # batch p50
     assert "a chain of 2 batch stages" in text
 

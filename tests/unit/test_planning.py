@@ -77,29 +77,36 @@ def test_chained_stages_serialize_their_latency():
     assert (second.start_p50_s, second.start_p95_s) == (1 * H, 6 * H)
     assert (second.finish_p50_s, second.finish_p95_s) == (3 * H, 11 * H)
     assert (plan.total_p50_s, plan.total_p95_s) == (3 * H, 11 * H)
-    assert plan.fits_p95 is None and plan.verdict().startswith("unknown")
+    assert plan.fits_p95 is None
+    assert plan.verdict().startswith("unknown")
 
 
 def test_an_absolute_deadline_that_the_p95_meets_fits():
     due = Deadline("absolute", "judge_ready", at=START + 13 * H)
     plan = plan_chain([stage("gen"), stage("judge", deadline=due)], chain_start=START)
-    assert plan.fits_p50 is True and plan.fits_p95 is True
+    assert plan.fits_p50 is True
+    assert plan.fits_p95 is True
     assert plan.verdict().startswith("yes")
 
 
 def test_a_deadline_met_only_at_p50_relies_on_the_rescue():
     due = Deadline("absolute", "judge_ready", at=START + 8 * H)
     plan = plan_chain([stage("gen"), stage("judge", deadline=due, rescue_tier="flex")], chain_start=START)
-    assert plan.fits_p50 is True and plan.fits_p95 is False
+    assert plan.fits_p50 is True
+    assert plan.fits_p95 is False
     verdict = plan.verdict()
-    assert verdict.startswith("at p50 only") and "4h past" in verdict and "judge -> flex" in verdict
+    assert verdict.startswith("at p50 only")
+    assert "4h past" in verdict
+    assert "judge -> flex" in verdict
 
 
 def test_a_deadline_missed_even_at_p50_does_not_fit():
     due = Deadline("absolute", "judge_ready", at=START + 90 * 60)
     plan = plan_chain([stage("gen"), stage("judge", deadline=due)], chain_start=START)
-    assert plan.fits_p50 is False and plan.fits_p95 is False
-    assert plan.verdict().startswith("no:") and "no rescue tier" in plan.verdict()
+    assert plan.fits_p50 is False
+    assert plan.fits_p95 is False
+    assert plan.verdict().startswith("no:")
+    assert "no rescue tier" in plan.verdict()
 
 
 def test_an_early_stage_deadline_counts_too():
@@ -112,18 +119,21 @@ def test_an_early_stage_deadline_counts_too():
         chain_start=START,
     )
     assert [s.fits_p95 for s in plan.stages] == [False, True]
-    assert plan.fits_p95 is False and plan.fits_p50 is True
+    assert plan.fits_p95 is False
+    assert plan.fits_p50 is True
 
 
 def test_a_deadline_after_submission_is_counted_from_the_stage_start():
     after = Deadline("after_submission", "judge_ready", after_s=7 * H)
     plan = plan_chain([stage("gen"), stage("judge", deadline=after)])  # no chain start needed
     judge = plan.stages[1]
-    assert judge.limit_p95_s == 6 * H + 7 * H and judge.fits_p95 is True
+    assert judge.limit_p95_s == 6 * H + 7 * H
+    assert judge.fits_p95 is True
     tight = plan_chain(
         [stage("gen"), stage("judge", deadline=Deadline("after_submission", "j", after_s=2 * H))]
     )
-    assert tight.fits_p50 is True and tight.fits_p95 is False
+    assert tight.fits_p50 is True
+    assert tight.fits_p95 is False
 
 
 def test_an_absolute_deadline_needs_a_chain_start():
@@ -135,10 +145,12 @@ def test_an_override_replaces_only_an_unknown_last_deadline():
     unknown = Deadline("unknown", "judge_ready", note="computed by morning_deadlines at run time")
     override = Deadline("absolute", "--deadline", at=START + 8 * H)
     plan = plan_chain([stage("gen"), stage("judge", deadline=unknown)], chain_start=START, deadline=override)
-    assert plan.stages[1].stage.deadline == override and plan.fits_p95 is False
+    assert plan.stages[1].stage.deadline == override
+    assert plan.fits_p95 is False
     static = Deadline("absolute", "judge_ready", at=START + 20 * H)
     kept = plan_chain([stage("gen"), stage("judge", deadline=static)], chain_start=START, deadline=override)
-    assert kept.stages[1].stage.deadline == static and kept.fits_p95 is True
+    assert kept.stages[1].stage.deadline == static
+    assert kept.fits_p95 is True
 
 
 def test_costs_sum_per_tier_when_every_stage_is_known():
@@ -166,10 +178,12 @@ def test_render_names_stages_cumulative_finish_deadline_and_costs():
         plan, title="overnight", chains=[("submit_gen -> gen_ready", "submit_judge -> judge_ready")]
     )
     assert "longest: 2 chained stages" in text
-    assert "+2h (11-27 03:00)" in text and "+12h (11-27 13:00)" in text
+    assert "+2h (11-27 03:00)" in text
+    assert "+12h (11-27 13:00)" in text
     assert "unknown/templated on judge_ready (computed by morning_deadlines at run time)" in text
     assert "fits       unknown" in text
-    assert "submit_gen -> gen_ready (10 req)" in text and "$2.00" in text
+    assert "submit_gen -> gen_ready (10 req)" in text
+    assert "$2.00" in text
     assert "unknown: from build" in text
     assert "rescue     submit_judge -> judge_ready -> flex" in text
 
@@ -178,7 +192,8 @@ def test_render_without_stages_says_so():
     text = render_plan(
         plan_chain([]), title="empty", notes=["infer: TieredInferenceOperator routed at run time"]
     )
-    assert "no batch stages found" in text and "routed at run time" in text
+    assert "no batch stages found" in text
+    assert "routed at run time" in text
 
 
 # -- the remaining chain at the start of a wait ------------------------------------------------
@@ -189,11 +204,14 @@ def test_remaining_chain_message_warns_only_when_p95_misses():
     assert remaining_chain_message(stages, now + 12 * H, now) is None
     message = remaining_chain_message(stages, now + 8 * H, now)
     assert message is not None
-    assert "12h at p95" in message and "only 8h remain" in message
+    assert "12h at p95" in message
+    assert "only 8h remain" in message
     assert "1 downstream batch stage (judge_ready)" in message
     assert "rescue tier (standard)" in message
     past = remaining_chain_message(stages[:1], now - 60, now)
-    assert past is not None and "already passed" in past and "this batch stage" in past
+    assert past is not None
+    assert "already passed" in past
+    assert "this batch stage" in past
 
 
 # -- the Airflow glue --------------------------------------------------------------------------
@@ -219,7 +237,7 @@ def _two_stage_dag(dag_id: str, *, deadline=None, state_root: str | None = None,
         judge = BatchSubmitOperator(
             task_id="submit_judge",
             provider="openai",
-            requests_uri=build(gen_ready.output),
+            requests_uri=build(gen_ready.output),  # type: ignore[arg-type]  # an XComArg, rendered at run time
             model="gpt-6-luna",
         )
         BatchSensor(task_id="judge_ready", submission=judge.output, deadline=datetime.timedelta(hours=20))
@@ -245,9 +263,12 @@ def test_find_batch_stages_pairs_submits_with_sensors_and_orders_them(tmp_path):
         "openai",
         "gpt-6-luna",
     )
-    assert gen.requests == 40 and gen.costs is not None and gen.costs["flex"] is None
+    assert gen.requests == 40
+    assert gen.costs is not None
+    assert gen.costs["flex"] is None
     assert gen.costs["batch"] == pytest.approx(gen.costs["standard"] / 2)
-    assert judge.costs is None and "build" in judge.cost_note
+    assert judge.costs is None
+    assert "build" in judge.cost_note
     assert judge.deadline == Deadline("after_submission", "judge_ready", after_s=20 * H)
     assert gen.rescue_tier == "standard"
     assert found.stage_of_task["judge_ready"] == "submit_judge -> judge_ready"
@@ -267,7 +288,8 @@ def test_history_replaces_the_defaults_once_trusted(tmp_path):
     assert (gen.p50_s, gen.p95_s) == (29 * 60.0, 38 * 60.0)
     assert gen.turnaround_source.startswith("history: p95 of 20 recorded")
     judge = found.stages["submit_judge -> judge_ready"]
-    assert (judge.p50_s, judge.p95_s) == (H, 6 * H) and judge.turnaround_source.startswith("defaults")
+    assert (judge.p50_s, judge.p95_s) == (H, 6 * H)
+    assert judge.turnaround_source.startswith("defaults")
 
 
 def test_remaining_chain_warning_for_a_sensor_at_start(tmp_path, monkeypatch):
@@ -278,7 +300,9 @@ def test_remaining_chain_warning_for_a_sensor_at_start(tmp_path, monkeypatch):
     gen_ready, judge_ready = dag.get_task("gen_ready"), dag.get_task("judge_ready")
     now = START
     warning = remaining_chain_warning(gen_ready, now + 8 * H, now)
-    assert warning is not None and "12h at p95" in warning and "submit_judge -> judge_ready" in warning
+    assert warning is not None
+    assert "12h at p95" in warning
+    assert "submit_judge -> judge_ready" in warning
     assert remaining_chain_warning(gen_ready, now + 13 * H, now) is None
     assert remaining_chain_warning(gen_ready, None, now) is None
     # The last stage only has itself left.
@@ -299,9 +323,11 @@ def test_tokentier_plan_shows_the_overnight_eval_chain(tmp_path):
     assert text.startswith("tokentier plan: overnight_eval (")
     assert "longest: 2 chained stages" in text
     assert text.index("1  submit_generate -> generate_ready") < text.index("2  submit_judge -> judge_ready")
-    assert "anthropic/claude-haiku-5-5" in text and "openai/gpt-6-luna" in text
+    assert "anthropic/claude-haiku-5-5" in text
+    assert "openai/gpt-6-luna" in text
     # Cumulative finish: 1h + 1h at p50, 6h + 6h at p95 (the router's defaults: no history yet).
-    assert "+2h (11-27 02:30)" in text and "+12h (11-27 12:30)" in text
+    assert "+2h (11-27 02:30)" in text
+    assert "+12h (11-27 12:30)" in text
     assert (
         "unknown/templated on generate_ready, judge_ready (computed by morning_deadlines at run time)" in text
     )
@@ -316,9 +342,11 @@ def test_tokentier_plan_shows_the_overnight_eval_chain(tmp_path):
     code = main([*argv, "--history-root", str(tmp_path), "--deadline", "8h", "--requests", "500"], out=out)
     text = out.getvalue()
     assert code == 0
-    assert "fits       at p50 only" in text and "4h past a deadline" in text
+    assert "fits       at p50 only" in text
+    assert "4h past a deadline" in text
     assert "submit_generate -> generate_ready (500 req)" in text
-    assert "chain" in text and "unknown until" not in text
+    assert "chain" in text
+    assert "unknown until" not in text
 
 
 def test_tokentier_plan_by_dag_id_and_errors(tmp_path, capsys):

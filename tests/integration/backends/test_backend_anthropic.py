@@ -39,9 +39,12 @@ def test_submit_retrieve_and_outcomes(emu: Emulator, anthropic_backend: Anthropi
     for outcome in outcomes:
         assert outcome.status == "succeeded"
         assert outcome.error is None
-        assert outcome.response is not None and outcome.response["type"] == "message"
-        assert outcome.model is not None and outcome.model.startswith("claude-haiku-4-5")
-        assert outcome.usage.input_tokens > 0 and outcome.usage.output_tokens > 0
+        assert outcome.response is not None
+        assert outcome.response["type"] == "message"
+        assert outcome.model is not None
+        assert outcome.model.startswith("claude-haiku-4-5")
+        assert outcome.usage.input_tokens > 0
+        assert outcome.usage.output_tokens > 0
 
 
 def test_request_count_mismatch_is_refused_before_sending(
@@ -67,12 +70,15 @@ def test_expiry_gives_succeeded_and_expired(
     outcomes = list(anthropic_backend.iter_outcomes(batch_id))
     assert sorted(o.custom_id for o in outcomes) == sorted(ids)
     by_status = collections.Counter(o.status for o in outcomes)
-    assert by_status["succeeded"] > 0 and by_status["expired"] > 0
+    assert by_status["succeeded"] > 0
+    assert by_status["expired"] > 0
     assert by_status["succeeded"] + by_status["expired"] == 60
     assert status.counts["expired"] == by_status["expired"]
     expired = next(o for o in outcomes if o.status == "expired")
-    assert expired.response is None and expired.usage.output_tokens == 0
-    assert expired.error is not None and expired.error["retryable"] is True
+    assert expired.response is None
+    assert expired.usage.output_tokens == 0
+    assert expired.error is not None
+    assert expired.error["retryable"] is True
 
 
 def test_errored_lines_carry_type_and_retryable(
@@ -95,9 +101,11 @@ def test_errored_lines_carry_type_and_retryable(
     server_errors = [o for o in outcomes.values() if o.status == "errored" and o.custom_id != "bad"]
     assert server_errors, "error_rate=0.4 should produce some errored requests"
     for outcome in server_errors:
-        assert outcome.error is not None and outcome.error["retryable"] is True
+        assert outcome.error is not None
+        assert outcome.error["retryable"] is True
         assert outcome.error["type"] != "invalid_request_error"
-        assert outcome.response is None and outcome.usage.input_tokens == 0
+        assert outcome.response is None
+        assert outcome.usage.input_tokens == 0
 
 
 def test_cancel_gives_canceled_outcomes_and_is_idempotent(

@@ -41,7 +41,8 @@ async def test_anthropic_async_retrieve_and_cancel(
     assert (await async_anthropic_backend.retrieve(batch_id)).phase in ("canceling", "ended")
     emu.advance(600)
     status = await async_anthropic_backend.retrieve(batch_id)
-    assert status.ended and status.counts["canceled"] > 0
+    assert status.ended
+    assert status.counts["canceled"] > 0
     await async_anthropic_backend.cancel(batch_id)  # already ended: not an error
 
 
@@ -59,7 +60,8 @@ async def test_openai_async_retrieve_and_cancel(
 
     status = await async_openai_backend.retrieve(batch_id)
     assert status == openai_backend.retrieve(batch_id)
-    assert status.phase == "running" and not status.ended
+    assert status.phase == "running"
+    assert not status.ended
 
     await async_openai_backend.cancel(batch_id)
     assert (await async_openai_backend.retrieve(batch_id)).phase in ("canceling", "ended")
@@ -88,7 +90,8 @@ def test_factories(emu: Emulator):
         "anthropic", anthropic.AsyncAnthropic(base_url=emu.base_url, api_key="test")
     )
     async_o = async_batch_backend("openai", openai.AsyncOpenAI(base_url=emu.openai_base_url, api_key="test"))
-    assert isinstance(async_a, AsyncAnthropicBatchBackend) and isinstance(async_a, AsyncBatchBackend)
+    assert isinstance(async_a, AsyncAnthropicBatchBackend)
+    assert isinstance(async_a, AsyncBatchBackend)
     assert isinstance(async_o, AsyncOpenAIBatchBackend)
     with pytest.raises(ValueError, match="unknown provider"):
         batch_backend("gemini", sync_a)

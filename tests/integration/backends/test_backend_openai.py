@@ -22,7 +22,8 @@ def test_submit_retrieve_and_outcomes(emu: Emulator, openai_backend: OpenAIBatch
     assert batch["id"] == batch_id
     status = openai_backend.retrieve(batch_id)
     assert status.provider == "openai"
-    assert status.phase in ("validating", "running") and not status.ended
+    assert status.phase in ("validating", "running")
+    assert not status.ended
     with pytest.raises(BatchNotEndedError):
         list(openai_backend.iter_outcomes(batch_id))
 
@@ -35,9 +36,12 @@ def test_submit_retrieve_and_outcomes(emu: Emulator, openai_backend: OpenAIBatch
     outcomes = list(openai_backend.iter_outcomes(batch_id))
     assert sorted(o.custom_id for o in outcomes) == sorted(ids)
     for outcome in outcomes:
-        assert outcome.status == "succeeded" and outcome.error is None
-        assert outcome.response is not None and outcome.response["object"] == "chat.completion"
-        assert outcome.model is not None and outcome.model.startswith(OPENAI_MODEL)
+        assert outcome.status == "succeeded"
+        assert outcome.error is None
+        assert outcome.response is not None
+        assert outcome.response["object"] == "chat.completion"
+        assert outcome.model is not None
+        assert outcome.model.startswith(OPENAI_MODEL)
         assert outcome.usage.input_tokens + outcome.usage.cache_read_tokens > 0
         assert outcome.usage.output_tokens > 0
 
@@ -71,7 +75,8 @@ def test_expiry_keeps_partial_output(emu: Emulator, openai_backend: OpenAIBatchB
     outcomes = list(openai_backend.iter_outcomes(batch_id))
     assert sorted(o.custom_id for o in outcomes) == sorted(ids)
     by_status = collections.Counter(o.status for o in outcomes)
-    assert by_status["succeeded"] > 0 and by_status["expired"] > 0
+    assert by_status["succeeded"] > 0
+    assert by_status["expired"] > 0
     assert by_status["succeeded"] + by_status["expired"] == 60
     assert status.counts["expired"] == by_status["expired"]
     assert status.counts["succeeded"] == by_status["succeeded"]
@@ -95,12 +100,14 @@ def test_errored_lines_carry_type_and_retryable(
     assert status.status == "completed"
     assert len(outcomes) == 31
     bad = outcomes["bad"]
-    assert bad.status == "errored" and bad.error is not None
+    assert bad.status == "errored"
+    assert bad.error is not None
     assert (bad.error["type"], bad.error["retryable"]) == ("invalid_request_error", False)
     server_errors = [o for o in outcomes.values() if o.status == "errored" and o.custom_id != "bad"]
     assert server_errors, "error_rate=0.4 should produce some errored requests"
     for outcome in server_errors:
-        assert outcome.error is not None and outcome.error["retryable"] is True
+        assert outcome.error is not None
+        assert outcome.error["retryable"] is True
     assert status.counts["errored"] == len(server_errors) + 1
 
 
@@ -124,7 +131,8 @@ def test_cancel_gives_canceled_outcomes_and_is_idempotent(
     assert sorted(o.custom_id for o in outcomes) == sorted(ids)
     canceled = [o for o in outcomes if o.status == "canceled"]
     assert canceled
-    assert canceled[0].error is not None and canceled[0].error["type"] == "batch_cancelled"
+    assert canceled[0].error is not None
+    assert canceled[0].error["type"] == "batch_cancelled"
     assert status.counts["canceled"] == len(canceled)
 
 
@@ -168,7 +176,8 @@ def test_failed_batch_reports_failure_and_yields_nothing(
     status = openai_backend.retrieve(batch_id)
 
     assert (status.status, status.phase, status.ended) == ("failed", "ended", True)
-    assert status.failure is not None and ": " in status.failure
+    assert status.failure is not None
+    assert ": " in status.failure
     assert status.to_dict()["failure"] == status.failure
     assert list(openai_backend.iter_outcomes(batch_id)) == []
 
@@ -181,7 +190,8 @@ def test_token_limit_failure(emu: Emulator, openai_backend: OpenAIBatchBackend, 
     emu.advance(3600)
     status = openai_backend.retrieve(batch_id)
     assert status.status == "failed"
-    assert status.failure is not None and status.failure.startswith("token_limit_exceeded: ")
+    assert status.failure is not None
+    assert status.failure.startswith("token_limit_exceeded: ")
 
 
 def test_outcomes_survive_flaky_status_and_content_calls(

@@ -18,6 +18,7 @@ from airflow_provider_tokentier.backends import anthropic as anthropic_backend
 from airflow_provider_tokentier.backends import openai as openai_backend
 from airflow_provider_tokentier.backends.base import (
     BatchStatus,
+    Outcome,
     split_lines,
     stream_result_lines,
 )
@@ -27,7 +28,7 @@ def _line(obj: object) -> bytes:
     return json.dumps(obj).encode()
 
 
-def _one(outcomes: Iterator) -> object:
+def _one(outcomes: Iterator[Outcome]) -> Outcome:
     [outcome] = list(outcomes)
     return outcome
 
@@ -94,7 +95,9 @@ def test_anthropic_errored_line(error_type: str, retryable: bool):
 def test_anthropic_malformed_lines_become_errored(line: bytes):
     outcome = _one(anthropic_backend.parse_result_line(line))
     assert (outcome.custom_id, outcome.status) == ("m1", "errored")
-    assert outcome.error["type"] == "malformed_result" and outcome.error["retryable"] is True
+    assert outcome.error is not None
+    assert outcome.error["type"] == "malformed_result"
+    assert outcome.error["retryable"] is True
 
 
 def test_line_without_custom_id_is_logged_not_raised(caplog: pytest.LogCaptureFixture):
@@ -117,7 +120,9 @@ def test_openai_non_200_lines_are_errored(status_code: int, retryable: bool):
         {"id": "b", "custom_id": "o", "response": {"status_code": status_code, "body": body}, "error": None}
     )
     outcome = _one(openai_backend.parse_result_line(line))
-    assert outcome.status == "errored" and outcome.response is None
+    assert outcome.status == "errored"
+    assert outcome.response is None
+    assert outcome.error is not None
     assert outcome.error["retryable"] is retryable
     assert outcome.error["type"] == ("server_error" if status_code else "http_0")
 
@@ -181,6 +186,7 @@ def test_openai_succeeded_line_normalizes_usage():
 )
 def test_openai_malformed_lines_become_errored(line: bytes):
     outcome = _one(openai_backend.parse_result_line(line))
+    assert outcome.error is not None
     assert (outcome.custom_id, outcome.status, outcome.error["type"]) == ("m2", "errored", "malformed_result")
 
 

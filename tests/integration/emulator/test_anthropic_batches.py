@@ -97,7 +97,8 @@ def assert_counts_zero_until_ended(batch: MessageBatch, total: int) -> None:
         0,
         0,
     )
-    assert batch.results_url is None and batch.ended_at is None
+    assert batch.results_url is None
+    assert batch.ended_at is None
 
 
 def outcome_counts(lines: list[MessageBatchIndividualResponse]) -> Counter[str]:
@@ -127,10 +128,12 @@ def test_in_progress_then_ended_with_results(
 ) -> None:
     reqs = requests(40)
     batch = create(anthropic_client, reqs)
-    assert batch.id.startswith("msgbatch_") and batch.type == "message_batch"
+    assert batch.id.startswith("msgbatch_")
+    assert batch.type == "message_batch"
     assert batch.processing_status == "in_progress"
     assert batch.expires_at - batch.created_at == datetime.timedelta(hours=24)
-    assert batch.archived_at is None and batch.cancel_initiated_at is None
+    assert batch.archived_at is None
+    assert batch.cancel_initiated_at is None
     assert_counts_zero_until_ended(batch, 40)
 
     # Part-way: some requests are done inside, yet the outcome counts stay zero.
@@ -158,11 +161,13 @@ def test_in_progress_then_ended_with_results(
     for line in lines:
         assert line.result.type == "succeeded"
         message = line.result.message
-        assert message.id.startswith("msg_") and message.model == MODEL
+        assert message.id.startswith("msg_")
+        assert message.model == MODEL
         assert message.usage.service_tier == "batch"
         assert message.stop_reason in ("end_turn", "max_tokens")
         index = line.custom_id.removeprefix("req-")
-        assert message.content[0].type == "text" and f"ticket {index}" in message.content[0].text
+        assert message.content[0].type == "text"
+        assert f"ticket {index}" in message.content[0].text
 
     # The SDK's own results() (retrieve + GET results_url) yields the same lines.
     via_sdk = list(anthropic_client.messages.batches.results(batch.id))
@@ -244,7 +249,8 @@ def test_errored_lines_retryable_and_invalid(
         assert result.type == "errored"
         assert result.error.error.type == "invalid_request_error"
         assert fragment in result.error.error.message
-        assert result.error.type == "error" and result.error.request_id
+        assert result.error.type == "error"
+        assert result.error.request_id
     kinds = Counter(
         line.result.error.error.type if line.result.type == "errored" else line.result.type
         for line in lines.values()
@@ -277,9 +283,8 @@ def test_cancel_then_ended_with_canceled(
 
     # Canceling again is harmless; the batch stays canceling for cancel_latency_s (60 s).
     again = anthropic_client.messages.batches.cancel(batch.id)
-    assert (
-        again.processing_status == "canceling" and again.cancel_initiated_at == canceling.cancel_initiated_at
-    )
+    assert again.processing_status == "canceling"
+    assert again.cancel_initiated_at == canceling.cancel_initiated_at
     tokentier_emulator.advance(30)
     assert retrieve(anthropic_client, batch.id).processing_status == "canceling"
 
@@ -304,7 +309,8 @@ def test_archived_after_29_days(anthropic_client: anthropic.Anthropic, tokentier
     batch = create(anthropic_client, requests(5))
     tokentier_emulator.advance(ALL_DONE_S)
     ended = retrieve(anthropic_client, batch.id)
-    assert ended.ended_at is not None and ended.archived_at is None
+    assert ended.ended_at is not None
+    assert ended.archived_at is None
 
     tokentier_emulator.advance(28 * DAY)
     still = retrieve(anthropic_client, batch.id)
@@ -315,7 +321,8 @@ def test_archived_after_29_days(anthropic_client: anthropic.Anthropic, tokentier
     archived = retrieve(anthropic_client, batch.id)
     assert archived.archived_at is not None
     assert archived.archived_at - ended.ended_at == datetime.timedelta(days=29)
-    assert archived.processing_status == "ended" and archived.request_counts.succeeded == 5
+    assert archived.processing_status == "ended"
+    assert archived.request_counts.succeeded == 5
     with pytest.raises(anthropic.NotFoundError):
         list(anthropic_client.messages.batches.results(batch.id))
 
@@ -329,7 +336,8 @@ def test_delete(anthropic_client: anthropic.Anthropic, tokentier_emulator: Emula
 
     raw = anthropic_client.messages.batches.with_raw_response.delete(batch.id)
     deleted = strict(DeletedMessageBatch, raw.http_response.text)
-    assert deleted.id == batch.id and deleted.type == "message_batch_deleted"
+    assert deleted.id == batch.id
+    assert deleted.type == "message_batch_deleted"
     with pytest.raises(anthropic.NotFoundError):
         anthropic_client.messages.batches.retrieve(batch.id)
     with pytest.raises(anthropic.NotFoundError):
@@ -350,7 +358,8 @@ def test_unknown_ids_are_not_found(anthropic_client: anthropic.Anthropic) -> Non
     ):
         with pytest.raises(anthropic.NotFoundError) as caught:
             call("msgbatch_nope")
-        assert isinstance(caught.value.body, dict) and caught.value.body["error"]["type"] == "not_found_error"
+        assert isinstance(caught.value.body, dict)
+        assert caught.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.NotFoundError):
         anthropic_client.get("/v1/messages/batches/msgbatch_nope/results", cast_to=httpx.Response)
 
@@ -372,13 +381,16 @@ def test_list_paging_with_cursors(
     assert (page["first_id"], page["last_id"]) == (newest_first[0], newest_first[19])
 
     first = anthropic_client.messages.batches.list(limit=5)
-    assert [b.id for b in first.data] == newest_first[:5] and first.has_more
+    assert [b.id for b in first.data] == newest_first[:5]
+    assert first.has_more
     second = anthropic_client.messages.batches.list(limit=5, after_id=first.last_id or "")
     assert [b.id for b in second.data] == newest_first[5:10]
     back = anthropic_client.messages.batches.list(limit=5, before_id=second.first_id or "")
-    assert [b.id for b in back.data] == newest_first[:5] and back.has_more is False
+    assert [b.id for b in back.data] == newest_first[:5]
+    assert back.has_more is False
     tail = anthropic_client.messages.batches.list(limit=5, after_id=newest_first[19])
-    assert [b.id for b in tail.data] == newest_first[20:] and tail.has_more is False
+    assert [b.id for b in tail.data] == newest_first[20:]
+    assert tail.has_more is False
 
     # The SDK's auto-pagination walks every page with the cursors.
     assert [b.id for b in anthropic_client.messages.batches.list(limit=4)] == newest_first
@@ -431,9 +443,8 @@ def test_create_validation_errors(
     with pytest.raises(anthropic.BadRequestError) as caught:
         anthropic_client.post("/v1/messages/batches", body=body, cast_to=MessageBatch)
     assert fragment in caught.value.message
-    assert (
-        isinstance(caught.value.body, dict) and caught.value.body["error"]["type"] == "invalid_request_error"
-    )
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert tokentier_emulator.batches()["anthropic"] == []
 
 
@@ -510,7 +521,8 @@ def test_poll_errors_surface_without_retries(
     with pytest.raises(anthropic.InternalServerError) as internal:
         anthropic_client.messages.batches.retrieve(batch.id)
     assert internal.value.status_code == 500
-    assert isinstance(internal.value.body, dict) and internal.value.body["error"]["type"] == "api_error"
+    assert isinstance(internal.value.body, dict)
+    assert internal.value.body["error"]["type"] == "api_error"
 
     url = f"{tokentier_emulator.base_url}/v1/messages/batches/{batch.id}/results"
     statuses = [httpx.get(url, headers={"x-api-key": "k"}).status_code for _ in range(2)]
@@ -569,7 +581,8 @@ async def test_async_client_and_a_thousand_pollers(
     assert tokentier_emulator.billing()["requests_billed"] == 25
 
     lines = [line async for line in await client.messages.batches.results(batch.id)]
-    assert len(lines) == 25 and all(line.result.type == "succeeded" for line in lines)
+    assert len(lines) == 25
+    assert all(line.result.type == "succeeded" for line in lines)
     page = await client.messages.batches.list(limit=1)
     assert [b.id for b in page.data] == [batch.id]
     deleted = await client.messages.batches.delete(batch.id)
@@ -585,7 +598,8 @@ async def test_async_cancel(
     assert canceling.processing_status == "canceling"
     tokentier_emulator.advance(61)
     ended = await async_anthropic_client.messages.batches.retrieve(batch.id)
-    assert ended.processing_status == "ended" and ended.request_counts.canceled == 5
+    assert ended.processing_status == "ended"
+    assert ended.request_counts.canceled == 5
     assert tokentier_emulator.billing()["requests_billed"] == 0
 
 
@@ -620,4 +634,5 @@ def test_hundred_thousand_requests(
     stream = anthropic_client.messages.batches.results(batch.id)
     head = [line for _, line in zip(range(3), stream, strict=False)]
     stream.close()
-    assert len(head) == 3 and all(line.result.type == "succeeded" for line in head)
+    assert len(head) == 3
+    assert all(line.result.type == "succeeded" for line in head)

@@ -54,13 +54,18 @@ def test_message_shape_tokens_and_billing(
     message = create(anthropic_client, system=system, messages=[{"role": "user", "content": content}])
 
     assert message.id.startswith("msg_")
-    assert message.type == "message" and message.role == "assistant" and message.model == MODEL
-    assert message.stop_reason == "end_turn" and message.stop_sequence is None
-    assert len(message.content) == 1 and message.content[0].type == "text"
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.model == MODEL
+    assert message.stop_reason == "end_turn"
+    assert message.stop_sequence is None
+    assert len(message.content) == 1
+    assert message.content[0].type == "text"
     assert message.content[0].text.startswith("[You are terse.")
     usage = message.usage
     assert usage.input_tokens == estimate_tokens(f"{system}\n{content}")
-    assert usage.cache_creation_input_tokens == 0 and usage.cache_read_input_tokens == 0
+    assert usage.cache_creation_input_tokens == 0
+    assert usage.cache_read_input_tokens == 0
     assert 0 < usage.output_tokens <= 200
     assert usage.service_tier == "standard"
 
@@ -70,14 +75,16 @@ def test_message_shape_tokens_and_billing(
     billing = tokentier_emulator.billing()
     assert billing["requests_billed"] == 1
     assert billing["by_tier"]["standard"]["usd"] == pytest.approx(expected)
-    assert expected and expected > 0
+    assert expected
+    assert expected > 0
 
 
 def test_same_prompt_same_text_and_max_tokens_stop(anthropic_client: anthropic.Anthropic) -> None:
     messages = [{"role": "user", "content": "Describe the release plan in detail, with owners and risks."}]
     first = create(anthropic_client, messages=messages)
     second = create(anthropic_client, messages=messages)
-    assert first.content == second.content and first.id != second.id
+    assert first.content == second.content
+    assert first.id != second.id
 
     short = create(anthropic_client, messages=messages, max_tokens=3)
     assert short.stop_reason == "max_tokens"
@@ -152,7 +159,8 @@ def test_prompt_caching_one_hour_and_several_breakpoints(
     ]
     first = create(anthropic_client, tools=tools, messages=[{"role": "user", "content": "Go."}])
     tools_tokens = first.usage.cache_creation_input_tokens
-    assert tools_tokens and tools_tokens > estimate_tokens(LONG)
+    assert tools_tokens
+    assert tools_tokens > estimate_tokens(LONG)
     assert first.usage.cache_creation is not None
     assert first.usage.cache_creation.ephemeral_1h_input_tokens == tools_tokens
 
@@ -165,7 +173,8 @@ def test_prompt_caching_one_hour_and_several_breakpoints(
     ]
     second = create(anthropic_client, tools=tools, messages=messages)
     assert second.usage.cache_read_input_tokens == tools_tokens
-    assert second.usage.cache_creation_input_tokens and second.usage.cache_creation_input_tokens > 0
+    assert second.usage.cache_creation_input_tokens
+    assert second.usage.cache_creation_input_tokens > 0
     assert second.usage.cache_creation is not None
     assert second.usage.cache_creation.ephemeral_1h_input_tokens == 0
     third = create(anthropic_client, tools=tools, messages=messages)
@@ -206,10 +215,10 @@ def test_invalid_bodies_are_bad_requests(
     with pytest.raises(anthropic.BadRequestError) as caught:
         anthropic_client.post("/v1/messages", body=params, cast_to=Message)
     assert fragment in caught.value.message
-    assert (
-        isinstance(caught.value.body, dict) and caught.value.body["error"]["type"] == "invalid_request_error"
-    )
-    assert caught.value.request_id and caught.value.request_id.startswith("req_")
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["error"]["type"] == "invalid_request_error"
+    assert caught.value.request_id
+    assert caught.value.request_id.startswith("req_")
     assert tokentier_emulator.billing()["requests_billed"] == 0
 
 
@@ -228,7 +237,8 @@ def test_invalid_json_is_a_bad_request(tokentier_emulator: Emulator) -> None:
     )
     assert response.status_code == 400
     body = response.json()
-    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
 
 
 def test_authentication(tokentier_emulator: Emulator) -> None:
@@ -267,4 +277,5 @@ def test_unknown_model_is_served_and_counted_at_zero_cost(
     )
     assert message.model == "claude-imaginary-9"
     billing = tokentier_emulator.billing()
-    assert billing["requests_billed"] == 1 and billing["usd"] == 0
+    assert billing["requests_billed"] == 1
+    assert billing["usd"] == 0

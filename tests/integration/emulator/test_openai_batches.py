@@ -83,39 +83,46 @@ def test_full_lifecycle_with_finalizing_stall(tokentier_emulator) -> None:
     n = 40
     batch = submit(c, [chat_line(f"req-{i}") for i in range(n)], metadata={"run": "r1", "dag": "d"})
     assert batch.status == "validating"
-    assert batch.id.startswith("batch_") and batch.object == "batch"
+    assert batch.id.startswith("batch_")
+    assert batch.object == "batch"
     assert batch.metadata == {"run": "r1", "dag": "d"}
-    assert batch.model == MODEL and batch.completion_window == "24h"
+    assert batch.model == MODEL
+    assert batch.completion_window == "24h"
     assert batch.expires_at == batch.created_at + DAY
-    assert batch.output_file_id is None and batch.usage is None
+    assert batch.output_file_id is None
+    assert batch.usage is None
 
     tokentier_emulator.advance(VALIDATION_MAX_S)
     batch = retrieve(c, batch.id)
     assert batch.status == "in_progress"
-    assert (
-        batch.in_progress_at is not None
-        and batch.created_at + 30 <= batch.in_progress_at <= batch.created_at + 120
-    )
-    assert batch.request_counts is not None and batch.request_counts.total == n
+    assert batch.in_progress_at is not None
+    assert batch.created_at + 30 <= batch.in_progress_at <= batch.created_at + 120
+    assert batch.request_counts is not None
+    assert batch.request_counts.total == n
     seen = [batch.request_counts.completed]
     for _ in range(6):
         tokentier_emulator.advance(900)
         batch = retrieve(c, batch.id)
         assert batch.request_counts is not None
         seen.append(batch.request_counts.completed)
-    assert seen == sorted(seen) and seen[0] < n
+    assert seen == sorted(seen)
+    assert seen[0] < n
     assert batch.status == "finalizing", batch.status  # 5,400+ s covers 1.5x turnaround
-    assert batch.request_counts is not None and batch.request_counts.completed == n
-    assert batch.finalizing_at is not None and batch.output_file_id is None
+    assert batch.request_counts is not None
+    assert batch.request_counts.completed == n
+    assert batch.finalizing_at is not None
+    assert batch.output_file_id is None
 
     tokentier_emulator.advance(3600)
     assert retrieve(c, batch.id).status == "finalizing"  # stalled
     tokentier_emulator.advance(3700)
     batch = retrieve(c, batch.id)
     assert batch.status == "completed"
-    assert batch.completed_at is not None and batch.finalizing_at is not None
+    assert batch.completed_at is not None
+    assert batch.finalizing_at is not None
     assert batch.completed_at >= batch.finalizing_at + 7200
-    assert batch.error_file_id is None and batch.output_file_id is not None
+    assert batch.error_file_id is None
+    assert batch.output_file_id is not None
     out_file = c.files.retrieve(batch.output_file_id)
     assert out_file.purpose == "batch_output"
     lines = read_lines(c, batch.output_file_id)
@@ -129,7 +136,8 @@ def test_full_lifecycle_with_finalizing_stall(tokentier_emulator) -> None:
     assert usage.output_tokens == sum(b["usage"]["completion_tokens"] for b in bodies)
     assert usage.total_tokens == usage.input_tokens + usage.output_tokens
     billing = tokentier_emulator.billing()
-    assert billing["by_tier"].keys() == {"batch"} and billing["requests_billed"] == n
+    assert billing["by_tier"].keys() == {"batch"}
+    assert billing["requests_billed"] == n
     assert billing["usd"] == pytest.approx(_batch_cost(lines), abs=1e-9)
     # Reading again never bills twice or rewrites the files.
     again = retrieve(c, batch.id)
@@ -163,11 +171,15 @@ def test_invalid_input_fails_after_validation(tokentier_emulator, lines, code, l
     tokentier_emulator.advance(VALIDATION_MAX_S)
     batch = retrieve(c, batch.id)
     assert batch.status == "failed"
-    assert batch.failed_at is not None and batch.in_progress_at is None
-    assert batch.errors is not None and batch.errors.object == "list" and batch.errors.data
+    assert batch.failed_at is not None
+    assert batch.in_progress_at is None
+    assert batch.errors is not None
+    assert batch.errors.object == "list"
+    assert batch.errors.data
     assert batch.errors.data[0].code == code
     assert batch.errors.data[0].line == line_no
-    assert batch.output_file_id is None and batch.error_file_id is None
+    assert batch.output_file_id is None
+    assert batch.error_file_id is None
     assert tokentier_emulator.billing()["requests_billed"] == 0
 
 
@@ -180,7 +192,9 @@ def test_too_many_requests_fails(tokentier_emulator) -> None:
     tokentier_emulator.advance(VALIDATION_MAX_S)
     batch = retrieve(c, batch.id)
     assert batch.status == "failed"
-    assert batch.errors is not None and batch.errors.data and batch.errors.data[0].code == "too_many_requests"
+    assert batch.errors is not None
+    assert batch.errors.data
+    assert batch.errors.data[0].code == "too_many_requests"
 
 
 def test_embeddings_input_limit(tokentier_emulator) -> None:
@@ -197,7 +211,9 @@ def test_embeddings_input_limit(tokentier_emulator) -> None:
     batch = submit(c, lines, endpoint="/v1/embeddings")
     tokentier_emulator.advance(VALIDATION_MAX_S)
     batch = retrieve(c, batch.id)
-    assert batch.status == "failed" and batch.errors and batch.errors.data
+    assert batch.status == "failed"
+    assert batch.errors
+    assert batch.errors.data
     assert batch.errors.data[0].code == "too_many_requests"
 
 
@@ -211,7 +227,9 @@ def test_token_limit_exceeded(tokentier_emulator) -> None:
     assert retrieve(c, first.id).status == "in_progress"
     failed = retrieve(c, second.id)
     assert failed.status == "failed"
-    assert failed.errors and failed.errors.data and failed.errors.data[0].code == "token_limit_exceeded"
+    assert failed.errors
+    assert failed.errors.data
+    assert failed.errors.data[0].code == "token_limit_exceeded"
     assert retrieve(c, other_model.id).status == "in_progress"
 
 
@@ -253,14 +271,17 @@ def test_expired_keeps_finished_work(tokentier_emulator) -> None:
     batch = retrieve(c, batch.id)
     assert batch.status == "expired"
     assert batch.expired_at == batch.expires_at
-    assert batch.request_counts is not None and batch.request_counts.completed == done
+    assert batch.request_counts is not None
+    assert batch.request_counts.completed == done
     out = read_lines(c, batch.output_file_id)
     err = read_lines(c, batch.error_file_id)
-    assert len(out) == done and len(err) == n - done
+    assert len(out) == done
+    assert len(err) == n - done
     _check_output(out, "/v1/chat/completions")
     for line in err:
         assert line["response"] is None
-        assert line["error"]["code"] == "batch_expired" and line["error"]["message"]
+        assert line["error"]["code"] == "batch_expired"
+        assert line["error"]["message"]
     assert {line["custom_id"] for line in out} | {line["custom_id"] for line in err} == {
         f"r{i}" for i in range(n)
     }
@@ -282,7 +303,8 @@ def test_errored_and_invalid_lines_go_to_error_file(tokentier_emulator) -> None:
     assert batch.status == "completed"
     out, err = read_lines(c, batch.output_file_id), read_lines(c, batch.error_file_id)
     assert batch.request_counts is not None
-    assert batch.request_counts.completed == len(out) and batch.request_counts.failed == len(err)
+    assert batch.request_counts.completed == len(out)
+    assert batch.request_counts.failed == len(err)
     assert len(out) + len(err) == 21
     _check_output(out, "/v1/chat/completions")
     codes = {}
@@ -296,7 +318,8 @@ def test_errored_and_invalid_lines_go_to_error_file(tokentier_emulator) -> None:
         expected_type = "invalid_request_error" if response["status_code"] == 400 else "server_error"
         assert openai_error["type"] == expected_type
     assert codes.pop("nomsg") == 400
-    assert codes and set(codes.values()) == {500}
+    assert codes
+    assert set(codes.values()) == {500}
     assert tokentier_emulator.billing()["requests_billed"] == len(out)
 
 
@@ -307,17 +330,21 @@ def test_cancel_gives_partial_output(tokentier_emulator) -> None:
     batch = submit(c, [chat_line(f"r{i}") for i in range(n)])
     tokentier_emulator.advance(2400)
     cancelling = strict(c.batches.cancel(batch.id))
-    assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    assert cancelling.status == "cancelling"
+    assert cancelling.cancelling_at is not None
     assert strict(c.batches.cancel(batch.id)).cancelling_at == cancelling.cancelling_at  # idempotent
     tokentier_emulator.advance(300)
     assert retrieve(c, batch.id).status == "cancelling"
     tokentier_emulator.advance(301)
     batch = retrieve(c, batch.id)
     assert batch.status == "cancelled"
-    assert batch.cancelling_at is not None and batch.cancelled_at == batch.cancelling_at + 600
+    assert batch.cancelling_at is not None
+    assert batch.cancelled_at == batch.cancelling_at + 600
     out, err = read_lines(c, batch.output_file_id), read_lines(c, batch.error_file_id)
-    assert 0 < len(out) < n and len(out) + len(err) == n
-    assert batch.request_counts is not None and batch.request_counts.completed == len(out)
+    assert 0 < len(out) < n
+    assert len(out) + len(err) == n
+    assert batch.request_counts is not None
+    assert batch.request_counts.completed == len(out)
     assert {line["error"]["code"] for line in err} == {"batch_cancelled"}
     _check_output(out, "/v1/chat/completions")
     assert tokentier_emulator.billing()["usd"] == pytest.approx(_batch_cost(out), abs=1e-9)
@@ -332,7 +359,8 @@ def test_cancel_while_validating(tokentier_emulator) -> None:
     assert strict(c.batches.cancel(batch.id)).status == "cancelling"
     tokentier_emulator.advance(61)
     batch = retrieve(c, batch.id)
-    assert batch.status == "cancelled" and batch.output_file_id is None
+    assert batch.status == "cancelled"
+    assert batch.output_file_id is None
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/responses", "/v1/embeddings", "/v1/completions"])
@@ -348,7 +376,8 @@ def test_other_endpoints(tokentier_emulator, endpoint) -> None:
     batch = submit(c, lines, endpoint=endpoint)
     tokentier_emulator.advance(3 * 3600)
     batch = retrieve(c, batch.id)
-    assert batch.status == "completed" and batch.model == model
+    assert batch.status == "completed"
+    assert batch.model == model
     out = read_lines(c, batch.output_file_id)
     assert len(out) == 5
     _check_output(out, endpoint)
@@ -367,7 +396,8 @@ def test_list_paging_newest_first(tokentier_emulator) -> None:
     assert page.has_more is True
     assert [strict(b).id for b in c.batches.list(limit=2)] == ids[::-1]  # auto-pagination via `after`
     last = c.batches.list(limit=2, after=ids[1])
-    assert [b.id for b in last.data] == [ids[0]] and last.has_more is False
+    assert [b.id for b in last.data] == [ids[0]]
+    assert last.has_more is False
     with pytest.raises(openai.BadRequestError):
         c.batches.list(limit=101)
 
@@ -448,7 +478,8 @@ def test_fifty_thousand_lines(tokentier_emulator) -> None:
     tokentier_emulator.advance(3 * 3600)
     batch = retrieve(c, batch.id)
     assert batch.status == "completed"
-    assert batch.request_counts is not None and batch.request_counts.completed == 50_000
+    assert batch.request_counts is not None
+    assert batch.request_counts.completed == 50_000
     assert batch.output_file_id is not None
     count = 0
     with c.files.with_streaming_response.content(batch.output_file_id) as response:

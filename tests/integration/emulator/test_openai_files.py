@@ -20,15 +20,19 @@ def test_upload_retrieve_content_delete(tokentier_emulator) -> None:
     c = client(tokentier_emulator)
     data = b'{"a": 1}\n' * 1000
     f = upload(c, data, name="mine.jsonl")
-    assert f.id.startswith("file-") and f.object == "file"
-    assert f.bytes == len(data) and f.filename == "mine.jsonl"
-    assert f.purpose == "batch" and f.status == "processed"
+    assert f.id.startswith("file-")
+    assert f.object == "file"
+    assert f.bytes == len(data)
+    assert f.filename == "mine.jsonl"
+    assert f.purpose == "batch"
+    assert f.status == "processed"
     assert f.expires_at == f.created_at + 30 * DAY
     got = FileObject.model_validate(c.files.retrieve(f.id).model_dump(mode="json"))
     assert got == f
     assert c.files.content(f.id).content == data
     deleted = FileDeleted.model_validate(c.files.delete(f.id).model_dump(mode="json"))
-    assert deleted.deleted and deleted.id == f.id
+    assert deleted.deleted
+    assert deleted.id == f.id
     with pytest.raises(openai.NotFoundError):
         c.files.retrieve(f.id)
     with pytest.raises(openai.NotFoundError):

@@ -41,7 +41,9 @@ def test_chat_completion_shape_and_standard_billing(tokentier_emulator) -> None:
     assert completion.choices[0].message.content
     assert completion.choices[0].finish_reason == "stop"
     usage = completion.usage
-    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0
+    assert usage is not None
+    assert usage.prompt_tokens > 0
+    assert usage.completion_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     billing = tokentier_emulator.billing()
     assert billing["requests_billed"] == 1
@@ -57,7 +59,8 @@ def test_responses_and_embeddings_shapes(tokentier_emulator) -> None:
     assert checked.status == "completed"
     assert checked.output_text
     assert checked.service_tier == "default"
-    assert checked.usage is not None and checked.usage.input_tokens > 0
+    assert checked.usage is not None
+    assert checked.usage.input_tokens > 0
 
     emb = c.embeddings.create(model="text-embedding-4-small", input=["alpha", "beta"], dimensions=64)
     checked_emb = CreateEmbeddingResponse.model_validate(emb.model_dump(mode="json"))
@@ -93,13 +96,17 @@ def test_prompt_caching_reports_cached_prefix(tokentier_emulator) -> None:
     second = c.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": long_prompt + "q2"}]
     )
-    assert first.usage and first.usage.prompt_tokens_details
-    assert second.usage and second.usage.prompt_tokens_details
+    assert first.usage
+    assert first.usage.prompt_tokens_details
+    assert second.usage
+    assert second.usage.prompt_tokens_details
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     assert second.usage.prompt_tokens_details.cached_tokens == 1024
     short = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "short"}])
     again = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "short"}])
-    assert short.usage and again.usage and again.usage.prompt_tokens_details
+    assert short.usage
+    assert again.usage
+    assert again.usage.prompt_tokens_details
     assert again.usage.prompt_tokens_details.cached_tokens == 0
     expected = sum(
         _cost(MODEL, "standard", u.usage.model_dump()) for u in (first, second, short, again) if u.usage
@@ -118,7 +125,8 @@ def test_flex_served_and_billed_at_flex_tier(tokentier_emulator) -> None:
     billing = tokentier_emulator.billing()
     assert set(billing["by_tier"]) == {"flex"}
     assert billing["by_tier"]["flex"]["requests"] == 2
-    assert chat.usage is not None and resp.usage is not None
+    assert chat.usage is not None
+    assert resp.usage is not None
     # Dated variants are priced (and billed) under their base model, if priced at all.
     expected = _cost("gpt-6.1-sol", "flex", resp.usage.model_dump()) + (
         default_price_table().cost_usd(
@@ -154,7 +162,8 @@ def test_flex_on_unsupported_model_is_bad_request(tokentier_emulator) -> None:
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], service_tier="flex"
         )
     assert info.value.status_code == 400
-    assert isinstance(info.value.body, dict) and info.value.body["type"] == "invalid_request_error"
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["type"] == "invalid_request_error"
     assert tokentier_emulator.billing()["requests_billed"] == 0
 
 

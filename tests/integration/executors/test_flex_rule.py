@@ -63,15 +63,18 @@ def _executor_says_flex(emu: Emulator, model: str, out: Path) -> bool:
 
 def _emulator_says_flex(emu: Emulator, model: str) -> bool:
     client = openai.OpenAI(base_url=emu.openai_base_url, api_key="test", max_retries=0)
+    refusal = None
     try:
         reply = client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": "hi"}], service_tier="flex"
         )
     except openai.BadRequestError as exc:
-        assert "Flex processing is not available" in str(exc)
-        return False
+        refusal = str(exc)
     finally:
         client.close()
+    if refusal is not None:
+        assert "Flex processing is not available" in refusal, refusal
+        return False
     assert reply.service_tier == "flex"
     return True
 

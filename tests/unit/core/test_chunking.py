@@ -40,9 +40,9 @@ def test_default_caps():
     assert (OPENAI_CAPS.max_requests, OPENAI_CAPS.max_bytes) == (50_000, 200 * 1024 * 1024)
     assert OPENAI_CAPS.max_embedding_inputs == 50_000
     assert provider_caps("openai", max_requests=3) == ProviderCaps(3, 200 * 1024 * 1024, 50_000)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown provider 'cohere'"):
         provider_caps("cohere")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="caps must be positive"):
         ProviderCaps(0, 10)
 
 
@@ -146,7 +146,7 @@ def test_chunk_stats_bytes_match_framing():
 
 @pytest.mark.parametrize("margin", [0, -0.1, 1.01])
 def test_invalid_safety_margin(margin):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="safety_margin must be in"):
         Chunker(ANTHROPIC_CAPS, ANTHROPIC_FRAMING, margin)
 
 

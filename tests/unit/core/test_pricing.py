@@ -69,7 +69,8 @@ def test_lookup_prefers_longest_known_prefix():
         ]
     )
     price = table.lookup("openai", "m-2-2026-01-01", NOV)
-    assert price is not None and price.model == "m-2"
+    assert price is not None
+    assert price.model == "m-2"
 
 
 def test_lookup_by_effective_date():
@@ -155,11 +156,11 @@ def test_embedding_model_priced_on_input_only(table):
 
 
 def test_unknown_model_costs_none_and_warns_once_per_model(table):
-    with pytest.warns(UnknownModelPriceWarning) as record:
-        for _ in range(3):
-            assert table.cost_usd("openai", "gpt-9", "batch", Usage(input_tokens=5), NOV) is None
-        assert table.cost_usd("anthropic", "gpt-9", "batch", Usage(), NOV) is None
-        assert table.cost_usd("openai", "gpt-6-sol", "batch", Usage(), NOV) == 0.0
+    with pytest.warns(UnknownModelPriceWarning) as record:  # noqa: PT031 -- the warnings of all calls together
+        costs = [table.cost_usd("openai", "gpt-9", "batch", Usage(input_tokens=5), NOV) for _ in range(3)]
+        costs.append(table.cost_usd("anthropic", "gpt-9", "batch", Usage(), NOV))
+        costs.append(table.cost_usd("openai", "gpt-6-sol", "batch", Usage(), NOV))
+    assert costs == [None, None, None, None, 0.0]
     messages = [str(warning.message) for warning in record]
     assert len(messages) == 2
     assert "openai model 'gpt-9'" in messages[0]
@@ -228,9 +229,12 @@ def _check_overridden(table: PriceTable) -> None:
     assert table.lookup("anthropic", "claude-x", datetime.date(2026, 10, 31)) is None
     # A new dated entry adds to the history instead of replacing it.
     november = table.lookup("openai", "gpt-6-luna", NOV)
-    assert november is not None and november.input == 0.1
+    assert november is not None
+    assert november.input == 0.1
     december = table.lookup("openai", "gpt-6-luna", datetime.date(2026, 12, 1))
-    assert december is not None and december.input == 0.2 and december.cache_read == 0.2
+    assert december is not None
+    assert december.input == 0.2
+    assert december.cache_read == 0.2
     # No effective date: in force on any day.
     assert table.lookup("openai", "gpt-new", datetime.date(2000, 1, 1)) is not None
 
@@ -358,7 +362,7 @@ def test_usage_dict_round_trip_has_schema_keys():
     [{"input_tokens": -1}, {"output_tokens": 1.5}, {"reasoning_tokens": True}, {"cache_write_1h_tokens": 1}],
 )
 def test_usage_rejects_invalid_counts(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^Usage\."):
         Usage(**kwargs)
 
 

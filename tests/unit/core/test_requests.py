@@ -227,7 +227,7 @@ def test_openai_unknown_url_rejected_without_endpoint():
     [("cohere", {}), ("openai", {"endpoint": "/v1/images"}), ("openai", {"endpoint": "v1/responses"})],
 )
 def test_bad_arguments_fail_at_call_time(provider, kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown provider|unsupported OpenAI batch endpoint"):
         iter_validated(iter(()), provider, **kwargs)
 
 
@@ -245,7 +245,8 @@ def test_streaming_100k_rows_lazily():
     )
     assert produced == 0
     first = next(validated)
-    assert first["custom_id"] == "r0" and produced == 1
+    assert first["custom_id"] == "r0"
+    assert produced == 1
     count = 1
     for count, row in enumerate(validated, start=2):
         # The validator never runs ahead of its consumer.
@@ -267,7 +268,8 @@ def test_serialize_request_compact_and_ordered():
     [anthropic] = validate([anthropic_row(0)], "anthropic")
     line = serialize_request(anthropic, "anthropic")
     assert line.startswith(b'{"custom_id":"doc-0","params":{"model":"claude-haiku-5-5",')
-    assert b" " not in line and not line.endswith(b"\n")
+    assert b" " not in line
+    assert not line.endswith(b"\n")
     assert json.loads(line) == anthropic
 
     row = {"custom_id": "x", "url": "/v1/responses", "body": {"model": "m", "input": "héllo"}}
@@ -276,7 +278,7 @@ def test_serialize_request_compact_and_ordered():
     expected = '{"custom_id":"x","method":"POST","url":"/v1/responses","body":{"model":"m","input":"héllo"}}'
     assert line == expected.encode()
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown provider 'cohere'"):
         serialize_request(openai, "cohere")
 
 

@@ -98,8 +98,10 @@ def test_unbilled_rows_cost_zero(status, prices):
         on=NOV,
     )
     assert row["usage"] == Usage().to_dict()
-    assert row["cost_usd"] == 0.0 and row["standard_cost_usd"] == 0.0
-    assert row["response"] is None and row["error"] == error
+    assert row["cost_usd"] == 0.0
+    assert row["standard_cost_usd"] == 0.0
+    assert row["response"] is None
+    assert row["error"] == error
 
 
 def test_unbilled_row_rejects_usage(prices):
@@ -129,7 +131,8 @@ def test_unknown_model_costs_none(status, prices):
             prices=prices,
             on=NOV,
         )
-    assert row["cost_usd"] is None and row["standard_cost_usd"] is None
+    assert row["cost_usd"] is None
+    assert row["standard_cost_usd"] is None
 
 
 @pytest.mark.parametrize(
@@ -217,7 +220,7 @@ def test_make_error():
         "retryable": True,
     }
     assert make_error("anthropic", "invalid_request_error", "bad")["retryable"] is False
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown provider 'cohere'"):
         is_retryable_error("cohere", "api_error")
 
 
@@ -230,7 +233,7 @@ def test_outcome_counts():
     assert counts.to_dict() == {"succeeded": 2, "errored": 0, "expired": 3, "canceled": 0, "missing": 0}
     assert list(counts.to_dict()) == list(RESULT_STATUSES)
     assert counts.total == 5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown status 'cancelled'"):
         counts.add("cancelled")
 
 
@@ -250,5 +253,5 @@ def test_msgspec_and_stdlib_encode_identically(obj):
 
 @pytest.mark.parametrize("data", [b"[1]", b'"x"', b"{", b""])
 def test_loads_line_rejects_non_objects(data):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected a JSON object|truncated"):
         loads_line(data)

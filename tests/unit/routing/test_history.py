@@ -33,7 +33,8 @@ def manifest(seconds: float, *, uri: str = "file:///r/results.jsonl", **extra) -
 
 def test_empty_history_uses_defaults(store):
     history = store.load("anthropic", "claude-haiku-5-5")
-    assert history.samples == () and not history.trusted
+    assert history.samples == ()
+    assert not history.trusted
     assert history.p95() == DEFAULT_BATCH_P95_S
 
 
@@ -113,7 +114,8 @@ def test_recorded_history_steers_the_router(store):
     for i in range(20):
         store.record_manifest(manifest(1200 + i, uri=f"file:///r{i}/results.jsonl"))
     history = store.load("anthropic", "claude-haiku-5-5")
-    assert history.trusted and history.p95() == 1218  # nearest rank: the 19th of 20
+    assert history.trusted
+    assert history.p95() == 1218
     profile = WorkloadProfile(
         provider="anthropic",
         model="claude-haiku-5-5",

@@ -203,7 +203,8 @@ def test_rule_table(overrides, history, tier, phrase):
     text = " ".join(decision.reasons)
     assert decision.tier == tier, text
     assert phrase in text
-    assert decision.reasons and all(r.endswith(".") for r in decision.reasons)
+    assert decision.reasons
+    assert all(r.endswith(".") for r in decision.reasons)
 
 
 def test_caching_rule_applies_only_from_the_threshold():
@@ -259,7 +260,8 @@ def test_budget_and_deadline_take_the_earlier():
 
 def test_forced_tier_skips_rules_but_estimates_every_tier():
     decision = choose_tier(profile(request_count=50), now=NOW, force_tier="batch")
-    assert decision.tier == "batch" and decision.forced
+    assert decision.tier == "batch"
+    assert decision.forced
     assert "forced" in decision.reasons[0]
     assert decision.estimated_cost_usd["standard"] == 0.0325
 
@@ -321,13 +323,14 @@ def test_to_dict_is_json_ready():
     assert data["estimated_cost_usd"] == {"standard": 3.25, "flex": None, "batch": 1.625}
     assert data["savings_usd"] == 1.625
     assert data["decided_at"] == NOW.isoformat()
-    assert isinstance(data["reasons"], list) and data["reasons"]
+    assert isinstance(data["reasons"], list)
+    assert data["reasons"]
 
 
-def test_decision_is_frozen():
+def test_decision_is_frozen() -> None:
     decision = choose_tier(profile(), now=NOW)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        decision.tier = "standard"  # type: ignore[misc]
+        decision.tier = "standard"  # type: ignore[misc]  # the point: it is frozen
 
 
 # -- bad inputs --------------------------------------------------------------------------------
@@ -412,7 +415,7 @@ def test_parse_duration(text, seconds):
 
 @pytest.mark.parametrize("text", ["-5s", "soon", "5 weeks", ""])
 def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
 
 
@@ -429,8 +432,9 @@ def test_synchronous_turnaround_model():
     assert p50 == 2 * 3.0  # two waves of 1 s overhead + 100 tokens at 50/s
     assert p95 == 3.0 + 9.0
     flex50, flex95 = synchronous_turnaround_s("flex", 32, 0, 100, concurrency=16)
-    assert flex50 == 12.0 and flex95 == 6.0 + 900.0
-    with pytest.raises(ValueError):
+    assert flex50 == 12.0
+    assert flex95 == 6.0 + 900.0
+    with pytest.raises(ValueError, match="synchronous tier must be 'standard' or 'flex'"):
         synchronous_turnaround_s("batch", 1, 1, 1)
 
 
