@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+from airflow.sdk import Connection
 
 from airflow_provider_tokentier.hooks.base import ASYNC_POOL_LIMITS, ProviderHook
 
@@ -23,7 +24,7 @@ class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAn
     conn_type = "tokentier_anthropic"
     hook_name = "Anthropic (tokentier)"
 
-    def options_from_connection(self, conn: Any) -> dict[str, Any]:
+    def options_from_connection(self, conn: Connection) -> dict[str, Any]:
         """SDK options from the connection, plus the ``anthropic_version`` extra."""
         options = super().options_from_connection(conn)
         version = (conn.extra_dejson or {}).get("anthropic_version")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx2
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 SyncClientT = TypeVar("SyncClientT")
@@ -107,7 +107,7 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
             options["timeout"] = self.timeout
         return options
 
-    def options_from_connection(self, conn: Any) -> dict[str, Any]:
+    def options_from_connection(self, conn: Connection) -> dict[str, Any]:
         """Map connection fields to SDK options; subclasses add their extras."""
         options: dict[str, Any] = {}
         if conn.password:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import openai
+from airflow.sdk import Connection
 
 from airflow_provider_tokentier.hooks.base import ASYNC_POOL_LIMITS, ProviderHook
 
@@ -25,7 +26,7 @@ class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
     conn_type = "tokentier_openai"
     hook_name = "OpenAI (tokentier)"
 
-    def options_from_connection(self, conn: Any) -> dict[str, Any]:
+    def options_from_connection(self, conn: Connection) -> dict[str, Any]:
         """SDK options from the connection, plus the ``organization``/``project`` extras."""
         options = super().options_from_connection(conn)
         extra = conn.extra_dejson or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, Context
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
@@ -96,7 +96,7 @@ class BatchSubmitOperator(BaseOperator):
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
         return open_request_rows(self.requests, self.requests_uri)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         """Validate, chunk and submit the workload; return the submission manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log)
         report.publish(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, ObjectStoragePath
 
 from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_MAX_ATTEMPTS,
@@ -115,7 +115,7 @@ class SyncTierOperator(BaseOperator):
     def _price_table(self) -> PriceTable:
         return resolve_price_table(self.prices)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         """Validate every row, run them on this tier and land them; return the results manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log, links=False)
         total, endpoint = self._validate_all()

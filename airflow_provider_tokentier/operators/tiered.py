@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, ObjectStoragePath
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
@@ -257,15 +257,15 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         return decision
 
     # -- Airflow entry points ---------------------------------------------------------------------
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         """Route the workload (or use the stored decision) and run it; return the results manifest."""
         return self._step(context, resumed=False)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume the batch path after the trigger fired; everything is re-read from state."""
         return self._step(context, resumed=True, event=event)
 
-    def _step(self, context: Any, *, resumed: bool, event: dict[str, Any] | None = None) -> Any:
+    def _step(self, context: Context, *, resumed: bool, event: dict[str, Any] | None = None) -> Any:
         state_dir = state_dir_for(context, self.state_root)
         ledger = Ledger(state_dir)
         fresh = ledger.read("decision") is None
@@ -282,7 +282,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         return self._finish({**manifest, "decision": decision}, report)
 
     def _run_batch(
-        self, context: Any, ledger: Ledger, report: StepReporter, event: dict[str, Any] | None
+        self, context: Context, ledger: Ledger, report: StepReporter, event: dict[str, Any] | None
     ) -> Any:
         decision = report.decision
         submission = ledger.read("submission")
@@ -331,7 +331,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
             return self._finish({**outcome, "decision": decision}, report)
         self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
 
-    def _run_on_sync_tier(self, context: Any, tier: str, report: StepReporter) -> dict[str, Any]:
+    def _run_on_sync_tier(self, context: Context, tier: str, report: StepReporter) -> dict[str, Any]:
         target = (
             ObjectStoragePath(self.results_uri)
             if self.results_uri

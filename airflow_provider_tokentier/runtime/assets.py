@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias
+from airflow.sdk import Asset, AssetAlias, Context
 
 from airflow_provider_tokentier.core.progress import results_event_extra
 
@@ -28,7 +28,7 @@ def declare_results_asset(operator: Any, results_asset: Any) -> None:
 
 
 def emit_results_event(
-    context: Any, results_asset: Any, manifest: Mapping[str, Any]
+    context: Context, results_asset: Any, manifest: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     """Attach the landed results to ``results_asset``'s event; return the event's ``extra``."""
     if results_asset is None:

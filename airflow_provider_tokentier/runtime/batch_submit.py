@@ -6,6 +6,8 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk import Context
+
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.core.records import SubmissionManifest
 from airflow_provider_tokentier.hooks.base import provider_hook
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def submit_workload(
-    context: Any,
+    context: Context,
     open_rows: Callable[[], Iterable[Mapping[str, Any]]],
     *,
     provider: str,

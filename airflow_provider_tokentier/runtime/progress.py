@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from airflow.sdk import Context
+
 from airflow_provider_tokentier.core.links import provider_batch_url
 from airflow_provider_tokentier.core.progress import (
     PROGRESS_KEY,
@@ -27,7 +29,7 @@ from airflow_provider_tokentier.core.progress import (
 from airflow_provider_tokentier.runtime.settings import console_url
 
 
-def publish_progress(context: Any, record: ProgressRecord) -> dict[str, Any]:
+def publish_progress(context: Context, record: ProgressRecord) -> dict[str, Any]:
     """Write ``record`` for the running task instance; return what was written."""
     data = record.to_dict()
     store = context.get("task_state_store")

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from airflow.sdk import Context
+
 from airflow_provider_tokentier.core.links import (
     PROVIDER_BATCH_LINK_KEY,
     VIEW_LINK_KEY,
@@ -41,7 +43,7 @@ class StepReporter:
 
     def __init__(
         self,
-        context: Any,
+        context: Context,
         *,
         operator: str,
         log: Any,
@@ -183,7 +185,7 @@ def _tier_of(manifest: Mapping[str, Any]) -> str:
     return max(tiers, key=lambda k: tiers[k]) if tiers else "batch"
 
 
-def persist_links(context: Any, provider: str | None, batch_id: str | None) -> dict[str, str]:
+def persist_links(context: Context, provider: str | None, batch_id: str | None) -> dict[str, str]:
     """Store both extra links of the running task instance as XCom; return what was stored.
 
     ``batch_id``: the current batch (None before the first submission: only the tokentier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath
+from airflow.sdk import Context, ObjectStoragePath
 
 from airflow_provider_tokentier.state.ledger import resolve_state_root, task_state_dir
 
@@ -12,7 +12,7 @@ from airflow_provider_tokentier.state.ledger import resolve_state_root, task_sta
 STATE_POINTER_KEY = "tokentier_state_uri"
 
 
-def state_dir_for(context: Any, state_root: str | None) -> ObjectStoragePath:
+def state_dir_for(context: Context, state_root: str | None) -> ObjectStoragePath:
     """``{state_root}/{dag_id}/{run_id}/{task_id}/{map_index}`` for the running task instance.
 
     Keyed by what stays the same across retries and clears -- never the try number -- so
@@ -31,7 +31,7 @@ def state_dir_for(context: Any, state_root: str | None) -> ObjectStoragePath:
     return path
 
 
-def task_key(context: Any) -> str:
+def task_key(context: Context) -> str:
     """A stable, human-readable name of the task instance, used in batch metadata tags."""
     ti = context["ti"]
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{_map_index(ti)}"

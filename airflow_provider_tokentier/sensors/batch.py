@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias, BaseSensorOperator, PokeReturnValue
+from airflow.sdk import Asset, AssetAlias, BaseSensorOperator, Context, PokeReturnValue
 
 from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
@@ -163,7 +163,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
             "submitted_at": None,
         }
 
-    def _gate(self, context: Any) -> BatchGate:
+    def _gate(self, context: Context) -> BatchGate:
         manifest = self._manifest()
         prices = resolve_price_table(self.prices)
         settings = GateSettings(
@@ -182,20 +182,22 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         )
 
     # -- Airflow entry points ---------------------------------------------------------------------
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         """Take one waiting step, then defer to the trigger (or poke again) until the results land."""
         if not self.deferrable:
             return super().execute(context)
         return self._step(context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired; everything needed is re-read from state."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log, resumed=True)
         gate = self._gate(context)
         self._check_event(event, gate, report)
         return self._step(context, report, gate)
 
-    def _step(self, context: Any, report: StepReporter | None = None, gate: BatchGate | None = None) -> Any:
+    def _step(
+        self, context: Context, report: StepReporter | None = None, gate: BatchGate | None = None
+    ) -> Any:
         report = report or StepReporter(context, operator=type(self).__name__, log=self.log)
         gate = gate or self._gate(context)
         outcome = self._advance(gate, report)
@@ -203,7 +205,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
             return self._finish(outcome, report)
         self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
 
-    def poke(self, context: Any) -> bool | PokeReturnValue:
+    def poke(self, context: Context) -> bool | PokeReturnValue:
         """One waiting step in poke/reschedule mode; done when the results landed."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log)
         gate = self._gate(context)
