@@ -11,6 +11,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_tokentier.core.pricing import format_usd
 from airflow_provider_tokentier.core.result_rows import RESULT_STATUSES
 
 GROUP_END = "::endgroup::"
@@ -31,8 +32,8 @@ def round_title(round_: int, max_rounds: int | None, what: str) -> str:
 
 
 def usd(value: float | None) -> str:
-    """``$0.012345``, or ``unknown`` when a model has no price."""
-    return "unknown" if value is None else f"${value:.6f}"
+    """``$0.012345``, or ``unknown`` when a model has no price (`format_usd` to 6 places)."""
+    return format_usd(value, places=6)
 
 
 def duration(seconds: float | None) -> str:

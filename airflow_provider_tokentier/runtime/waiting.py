@@ -218,12 +218,7 @@ class BatchWaitMixin:
                 f"{sum(b.requests for b in batches)} request(s) in {len(batches)} batch(es)",
             )
         while True:
-            pending = [b for b in gate.batches_of(round_) if not gate.is_harvested(b)]
-            statuses: dict[str, BatchStatus] = {b.id: _patiently(backend.retrieve, b.id) for b in pending}
-            for batch in pending:
-                if statuses[batch.id].ended:
-                    gate.harvest(batch, statuses[batch.id], backend)
-            waiting = [b for b in pending if not statuses[b.id].ended]
+            statuses, waiting = _poll_round(gate, backend, round_)
             now = time.time()
             past_deadline = deadline is not None and now >= deadline
             rescue_due = rescue_at is not None and now >= rescue_at
@@ -373,6 +368,21 @@ def _patiently(call: Callable[[str], _T], batch_id: str) -> _T:
         what=f"{getattr(call, '__name__', 'call')} {batch_id}",
         attempts=STATUS_CALL_ATTEMPTS,
     )
+
+
+def _poll_round(
+    gate: BatchGate, backend: BatchBackend, round_: int
+) -> tuple[dict[str, BatchStatus], list[SubmittedBatch]]:
+    """Poll the round's batches not harvested yet and harvest those that ended.
+
+    Returns every polled batch's status and the batches still running.
+    """
+    pending = [b for b in gate.batches_of(round_) if not gate.is_harvested(b)]
+    statuses: dict[str, BatchStatus] = {b.id: _patiently(backend.retrieve, b.id) for b in pending}
+    for batch in pending:
+        if statuses[batch.id].ended:
+            gate.harvest(batch, statuses[batch.id], backend)
+    return statuses, [b for b in pending if not statuses[b.id].ended]
 
 
 def resolve_deadline(

@@ -51,6 +51,7 @@ def _api_server_link(dag: Any, dag_id: str, run_id: str, task_id: str, name: str
     with create_session() as session:
         serialized = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
         ti = session.query(TaskInstance).filter_by(dag_id=dag_id, run_id=run_id, task_id=task_id).one()
+        assert serialized is not None
         return serialized.get_task(task_id).get_extra_links(ti, name)
 
 
@@ -60,7 +61,7 @@ def deferral_snapshots(monkeypatch: pytest.MonkeyPatch, dag_id: str) -> list[dic
     snapshots: list[dict[str, Any]] = []
     original = BatchTrigger.run
 
-    async def run(self: BatchTrigger):  # type: ignore[no-untyped-def]
+    async def run(self: BatchTrigger):
         snapshots.append(
             {
                 "batch_ids": list(self.batch_ids),
@@ -89,17 +90,22 @@ def test_progress_record_and_links_while_deferred_across_rounds_and_after(
     run = run_dag(dag)
     assert run.states == {"submit": "success", "ready": "success"}, run.states
     manifest = run.xcoms["ready"]
-    assert manifest["rounds"] == 2 and rebatched == [1], manifest
+    assert (manifest["rounds"], rebatched) == (2, [1]), manifest
 
     # While deferred: the record shows the round being waited on, and both links point at it.
     rounds_seen = [s["progress"]["round"] for s in deferral_snapshots]
-    assert rounds_seen and set(rounds_seen) <= {1, 2} and rounds_seen[-1] == 2, rounds_seen
+    assert rounds_seen, rounds_seen
+    assert set(rounds_seen) <= {1, 2}, rounds_seen
+    assert rounds_seen[-1] == 2, rounds_seen
     view_url = task_instance_view_url("", dag_id, run.dag_run.run_id, "ready", -1)
     for snap in deferral_snapshots:
         progress = snap["progress"]
-        assert progress["phase"] == "waiting" and progress["operator"] == "BatchSensor"
-        assert progress["provider"] == provider and progress["tier"] == "batch"
-        assert progress["max_rounds"] == 3 and progress["totals"]["total"] == 20
+        assert progress["phase"] == "waiting"
+        assert progress["operator"] == "BatchSensor"
+        assert progress["provider"] == provider
+        assert progress["tier"] == "batch"
+        assert progress["max_rounds"] == 3
+        assert progress["totals"]["total"] == 20
         waiting_on = [b for b in progress["batches"] if b["round"] == progress["round"]]
         assert [b["id"] for b in waiting_on] == snap["batch_ids"]
         assert progress["expected_finish"]["p50"] <= progress["expected_finish"]["p95"]
@@ -107,16 +113,20 @@ def test_progress_record_and_links_while_deferred_across_rounds_and_after(
         assert snap["xcoms"][TokentierViewLink.key] == view_url
     later = deferral_snapshots[-1]["progress"]
     # Round 1's outcome read back while round 2 runs: each request counted once, at its latest round.
-    assert later["totals"]["succeeded"] > 0 and later["totals"]["pending"] > 0
+    assert later["totals"]["succeeded"] > 0
+    assert later["totals"]["pending"] > 0
     assert later["totals"]["expired"] == 0
     assert later["totals"]["succeeded"] + later["totals"]["pending"] == 20
     first_round = [b for b in later["batches"] if b["round"] == 1]
-    assert first_round and all(b["status"] == "ended" and b["counts"]["expired"] > 0 for b in first_round)
-    assert later["cost_usd"] > 0 and later["standard_cost_usd"] > later["cost_usd"]
+    assert first_round
+    assert all(b["status"] == "ended" and b["counts"]["expired"] > 0 for b in first_round)
+    assert later["cost_usd"] > 0
+    assert later["standard_cost_usd"] > later["cost_usd"]
 
     # After: the record is final, the links stay (resolved the api-server's way).
     final = _stored_progress(dag_id, "ready")
-    assert final["phase"] == "landed" and final["round"] == manifest["rounds"]
+    assert final["phase"] == "landed"
+    assert final["round"] == manifest["rounds"]
     assert final["totals"]["pending"] == 0
     assert final["totals"]["succeeded"] == manifest["counts"]["succeeded"]
     assert final["cost_usd"] == pytest.approx(manifest["cost_usd"])
@@ -128,14 +138,17 @@ def test_progress_record_and_links_while_deferred_across_rounds_and_after(
     )
     assert _api_server_link(dag, dag_id, run.dag_run.run_id, "ready", "tokentier") == view_url
     submit_record = _stored_progress(dag_id, "submit")
-    assert submit_record["operator"] == "BatchSubmitOperator" and submit_record["batches"]
+    assert submit_record["operator"] == "BatchSubmitOperator"
+    assert submit_record["batches"]
 
     # The log: no transport lines, one group per round, the summary block.
     log = task_output(capfd, caplog)
     assert "HTTP Request" not in log
-    assert log.count("::group::Round 1/3") >= 1 and "::group::Round 2/3: re-batching" in log
+    assert log.count("::group::Round 1/3") >= 1
+    assert "::group::Round 2/3: re-batching" in log
     assert "::endgroup::" in log
-    assert "tokentier summary" in log and f"results:          {manifest['results_uri']}" in log
+    assert "tokentier summary" in log
+    assert f"results:          {manifest['results_uri']}" in log
 
 
 def test_reschedule_mode_persists_links_and_progress_on_every_poke(emulator, make_dag, dag_id):
@@ -148,7 +161,8 @@ def test_reschedule_mode_persists_links_and_progress_on_every_poke(emulator, mak
     assert xcoms[ProviderBatchLink.key] == provider_batch_url("openai", batch_id)
     assert xcoms[TokentierViewLink.key].startswith(f"/tokentier/ti/{dag_id}/")
     record = _stored_progress(dag_id, "ready")
-    assert record["phase"] == "landed" and record["totals"]["succeeded"] == 6
+    assert record["phase"] == "landed"
+    assert record["totals"]["succeeded"] == 6
 
 
 def test_landed_results_emit_an_asset_event_with_what_landed(emulator, dag_id, state_root):
@@ -193,16 +207,21 @@ def test_landed_results_emit_an_asset_event_with_what_landed(emulator, dag_id, s
     assert extra["counts"] == manifest["counts"] == {**extra["counts"], "succeeded": 5}
     assert (extra["rounds"], extra["tiers"]["batch"]) == (1, 5)
     assert extra["cost_usd"] == pytest.approx(manifest["cost_usd"])
-    assert extra["savings_usd"] == pytest.approx(manifest["savings_usd"]) and extra["savings_usd"] > 0
+    assert extra["savings_usd"] == pytest.approx(manifest["savings_usd"])
+    assert extra["savings_usd"] > 0
     uri, extra = events["standard"]
     standard = run.xcoms["standard"]
-    assert uri.endswith("results.jsonl") and uri == (
+    assert uri.endswith("results.jsonl")
+    assert uri == (
         standard["results_uri"] if "://" in standard["results_uri"] else f"file://{standard['results_uri']}"
     )
-    assert extra["tiers"]["standard"] == 3 and extra["savings_usd"] == 0
+    assert extra["tiers"]["standard"] == 3
+    assert extra["savings_usd"] == 0
     record = _stored_progress(dag_id, "standard")
-    assert record["operator"] == "StandardOperator" and record["phase"] == "landed"
-    assert record["tier"] == "standard" and record["totals"]["succeeded"] == 3
+    assert record["operator"] == "StandardOperator"
+    assert record["phase"] == "landed"
+    assert record["tier"] == "standard"
+    assert record["totals"]["succeeded"] == 3
 
 
 def test_a_results_asset_that_is_not_an_asset_is_refused():
@@ -241,9 +260,11 @@ def test_standard_run_refreshes_the_record_every_progress_every_rows(
     assert run.states == {"standard": "success"}, run.states
     running = [r for r in published if r["phase"] == "running"]
     done = [r["totals"]["total"] - r["totals"]["pending"] for r in running]
-    assert done[0] == 0 and done[-1] == 6 and {2, 4} <= set(done), done
+    assert (done[0], done[-1]) == (0, 6), done
+    assert {2, 4} <= set(done), done
     assert all(r["totals"]["total"] == 6 and r["tier"] == "standard" for r in running)
-    assert running[-1]["cost_usd"] > 0 and running[-1]["savings_usd"] == 0
+    assert running[-1]["cost_usd"] > 0
+    assert running[-1]["savings_usd"] == 0
     assert published[-1]["phase"] == "landed"
     assert _stored_progress(dag_id, "standard") == published[-1]
 
@@ -252,10 +273,10 @@ def test_landed_record_lists_only_errors_that_landed(emulator, make_dag, dag_id,
     # Round 1 errors some rows (retryable api_error/overloaded_error); round 2 re-runs them cleanly.
     emulator.configure(time_scale=86400.0, error_rate=0.3, seed=5)
     slow_rebatch_rounds(monkeypatch, emulator)
-    seen: list[dict[str, Any]] = []
+    seen: list[dict[str, Any] | None] = []
     original = BatchTrigger.run
 
-    async def run(self: BatchTrigger):  # type: ignore[no-untyped-def]
+    async def run(self: BatchTrigger):
         seen.append(_stored_progress(dag_id, "ready"))
         async for event in original(self):
             yield event
@@ -264,11 +285,14 @@ def test_landed_record_lists_only_errors_that_landed(emulator, make_dag, dag_id,
     sensor_kwargs = {"rebatch": "expired+retryable", "poll_interval": 0.1}
     run = run_dag(make_dag("anthropic", rows_for("anthropic", 20), sensor_kwargs=sensor_kwargs))
     assert run.states == {"submit": "success", "ready": "success"}, run.states
-    assert run.xcoms["ready"]["rounds"] == 2 and run.xcoms["ready"]["counts"]["errored"] == 0
+    assert run.xcoms["ready"]["rounds"] == 2
+    assert run.xcoms["ready"]["counts"]["errored"] == 0
     while_round_2 = seen[-1]
+    assert while_round_2 is not None
     assert while_round_2["round"] == 2
     groups = while_round_2["errors"]
-    assert {g["type"] for g in groups} <= {"api_error", "overloaded_error"} and groups, groups
+    assert groups, groups
+    assert {g["type"] for g in groups} <= {"api_error", "overloaded_error"}, groups
     assert sum(g["count"] for g in groups) == while_round_2["totals"]["pending"]
     assert all(e["custom_id"].startswith("a-") and e["message"] for g in groups for e in g["examples"])
     assert _stored_progress(dag_id, "ready")["errors"] == []

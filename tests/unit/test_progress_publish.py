@@ -29,8 +29,10 @@ class _TaskInstance:
 def test_airflow_with_a_task_state_store_gets_the_record_there_and_not_in_xcom():
     store, ti = _Store(), _TaskInstance()
     written = publish_progress({"task_state_store": store, "ti": ti}, RECORD)
-    assert store.values == {PROGRESS_KEY: written} and ti.pushed == {}
-    assert written["phase"] == "waiting" and written["schema_version"] == 1
+    assert store.values == {PROGRESS_KEY: written}
+    assert ti.pushed == {}
+    assert written["phase"] == "waiting"
+    assert written["schema_version"] == 1
 
 
 def test_airflow_without_one_gets_the_record_as_xcom():

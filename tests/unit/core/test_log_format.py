@@ -44,7 +44,8 @@ def test_summary_block_names_counts_rounds_tiers_costs_savings_and_results():
 def test_summary_of_an_unpriced_model_says_unknown():
     unpriced = {**MANIFEST, "cost_usd": None, "standard_cost_usd": None, "savings_usd": None}
     text = "\n".join(summary_lines(unpriced))
-    assert "cost:             unknown" in text and "savings:          unknown" in text
+    assert "cost:             unknown" in text
+    assert "savings:          unknown" in text
 
 
 def test_batch_progress_line_has_round_batches_counts_elapsed_finish_and_cost():
@@ -76,8 +77,10 @@ def test_sync_progress_line_estimates_the_finish_from_the_rate():
         elapsed_s=60,
         cost_so_far_usd=0.01,
     )
-    assert "100/400 rows done" in line and "expected finish in 3m00s" in line
-    assert "tiers flex=98 standard=2" in line and "cost so far $0.010000" in line
+    assert "100/400 rows done" in line
+    assert "expected finish in 3m00s" in line
+    assert "tiers flex=98 standard=2" in line
+    assert "cost so far $0.010000" in line
 
 
 def test_groups_and_durations():

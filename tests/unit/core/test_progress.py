@@ -109,7 +109,8 @@ def test_record_to_dict_has_the_contract_keys_and_savings():
         "expected_finish", "rescue", "errors", "results_uri", "started_at", "updated_at",
     ):  # fmt: skip
         assert key in record, key
-    assert record["schema_version"] == 1 and PROGRESS_KEY == "tokentier_progress"
+    assert record["schema_version"] == 1
+    assert PROGRESS_KEY == "tokentier_progress"
     assert record["savings_usd"] == pytest.approx(0.07)
     assert record["decision"] == {"tier": "batch", "reasons": ["cheap"], "costs": {"batch": 1.6}}
     assert record["batches"][0] == {
@@ -135,7 +136,8 @@ def test_record_stays_small_for_a_huge_workload():
         for i in range(5):
             errors.add(f"error_type_{t}", f"custom-id-{t}-{i}" * 3, "x" * 1000)
     record = _record(batches=batches, errors=errors.snapshot()).to_dict()
-    assert len(record["batches"]) == MAX_BATCHES and record["batches_total"] == 300
+    assert len(record["batches"]) == MAX_BATCHES
+    assert record["batches_total"] == 300
     assert record["batches"][-1]["id"] == batches[-1].id  # the most recent are kept
     assert len(_record(batches=batches, errors=errors.snapshot()).to_json()) < 16 * 1024
 

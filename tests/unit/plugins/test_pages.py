@@ -89,11 +89,15 @@ def test_task_instance_tab_shows_the_whole_record() -> None:
     html = pages.render("task_instance.html", d=data, json_url="/x")
     text = re.sub(r"<[^>]+>", "", html)
     assert "2 of 3" in text
-    assert "succeeded 980" in text and "errored 7" in text and "pending 13" in text
-    assert "$0.070000" in text and "$0.140000" in text
+    assert "succeeded 980" in text
+    assert "errored 7" in text
+    assert "pending 13" in text
+    assert "$0.070000" in text
+    assert "$0.140000" in text
     assert "at risk" in text
     assert "deadline 8h leaves room" in text
-    assert "overloaded_error" in text and "doc-1" in text
+    assert "overloaded_error" in text
+    assert "doc-1" in text
     # Record text is escaped, and only web URLs become links.
     assert "Overloaded &lt;b&gt;now&lt;/b&gt;" in html
     links = re.findall(r'class="tt-batch-link" href="([^"]+)"', html)
@@ -138,8 +142,19 @@ def summary_row(
 ) -> tuple:
     start = datetime(2026, 11, day, 1, tzinfo=timezone.utc)
     end = start + timedelta(hours=hours)
-    day = start.date().isoformat()
-    return (dag, day, "anthropic", model, phase, cost, std, std - cost, start.isoformat(), end.isoformat())
+    day_iso = start.date().isoformat()
+    return (
+        dag,
+        day_iso,
+        "anthropic",
+        model,
+        phase,
+        cost,
+        std,
+        std - cost,
+        start.isoformat(),
+        end.isoformat(),
+    )
 
 
 def test_summary_totals_count_landed_spend_once() -> None:
@@ -186,14 +201,16 @@ def test_workloads_page_rows_chart_and_pager() -> None:
     flt = WorkloadFilter(dag_ids=["nightly"], provider="anthropic")
     data = pages.workloads_page(rows, summary, flt, page=1, page_size=1)
     first, second = data["workloads"]
-    assert first["turnaround_s"] == 3 * 3600 and first["elapsed_s"] is None
+    assert first["turnaround_s"] == 3 * 3600
+    assert first["elapsed_s"] is None
     assert second["turnaround_s"] is None
     started = datetime.fromisoformat(record()["started_at"])
     assert second["elapsed_s"] >= (datetime.now(timezone.utc) - started).total_seconds() - 60
     assert second["tab_url"] == "/tokentier/ti/nightly/run1/judge?map_index=3"
     assert second["airflow_url"] == "/dags/nightly/runs/run1/tasks/judge/mapped/3"
     html = pages.workloads_html(data, summary, flt, ["nightly"])
-    assert "<svg" in html and "p50 3h00m" in html
+    assert "<svg" in html
+    assert "p50 3h00m" in html
     assert "nightly / judge[3]" in html
     assert 'href="?provider=anthropic&amp;page=2"' not in html  # one entry: no older page
     data["total_entries"] = 5
@@ -203,7 +220,8 @@ def test_workloads_page_rows_chart_and_pager() -> None:
 def test_turnaround_chart_escapes_labels() -> None:
     summary = summarize([summary_row("d", 29, "landed", 1, 2, 1, model="<m>")])
     svg = turnaround_svg(summary.turnaround)
-    assert "&lt;m&gt;" in svg and "<m>" not in svg
+    assert "&lt;m&gt;" in svg
+    assert "<m>" not in svg
     assert turnaround_svg([]) == ""
 
 
@@ -223,6 +241,6 @@ def test_the_app_is_built_on_its_first_request_and_wants_a_user() -> None:
 
     from airflow_provider_tokentier.plugins import LazyApp
 
-    with TestClient(LazyApp()) as client:  # type: ignore[arg-type]
+    with TestClient(LazyApp()) as client:
         assert client.get("/workloads").status_code == 401
         assert client.get("/api/ti/d/r/t", params={"map_index": "{MAP_INDEX}"}).status_code == 401
