@@ -1,8 +1,8 @@
 """Every error tokentier raises on purpose, under one base: `TokentierError`.
 
 ``except TokentierError`` catches them all. Each also keeps the base its callers relied on before:
-bad input is a ``ValueError`` (`RequestValidationError`, `NonFlexModelError`), a state that refuses
-to go on is a ``RuntimeError`` (`WorkloadChangedError`, `AmbiguousSubmissionError`,
+bad input is a ``ValueError`` (`RequestValidationError`, `NonFlexModelError`, `LocalStateError`),
+a state that refuses to go on is a ``RuntimeError`` (`WorkloadChangedError`, `AmbiguousSubmissionError`,
 `BatchNotEndedError`), and the two errors a waiting task fails with are ``AirflowException`` s
 (`PartialResultsError`, `BatchStuckError`), which Airflow reports without a traceback.
 
@@ -19,6 +19,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_provider_tokentier.core.errors import (
     AmbiguousSubmissionError,
     BatchNotEndedError,
+    LocalStateError,
     NonFlexModelError,
     RequestValidationError,
     SchemaVersionError,
@@ -39,6 +40,7 @@ __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
     "BatchStuckError",
+    "LocalStateError",
     "NonFlexModelError",
     "PartialResultsError",
     "RequestValidationError",

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,30 @@ def airflow_db(airflow_home: Path) -> Path:
         env=dict(os.environ),
     )
     return airflow_home
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[Any]:
+    """A real S3 API server (``moto_server``) on a free loopback port, for the whole session."""
+    from tests.s3server import MotoS3
+
+    with MotoS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_root(moto_s3: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket, reachable through the Airflow connection ``tt_s3``: ``s3://tt_s3@<bucket>/state``.
+
+    The default AWS credential chain points at the server too, for URIs without a conn_id.
+    """
+    import re
+    import uuid
+
+    for key, value in {**moto_s3.connection_uri_env("tt_s3"), **moto_s3.default_credentials_env()}.items():
+        monkeypatch.setenv(key, value)
+    bucket = (
+        re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{uuid.uuid4().hex[:8]}"
+    )
+    moto_s3.create_bucket(bucket)
+    return f"s3://tt_s3@{bucket}/state"

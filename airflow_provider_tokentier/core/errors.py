@@ -48,9 +48,14 @@ class SchemaVersionError(TokentierError, ValueError):
     """A manifest or ledger record written by a newer tokentier than the one reading it."""
 
 
+class LocalStateError(TokentierError, ValueError):
+    """Task state would land on one machine's disk while the executor runs tasks on several."""
+
+
 __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
+    "LocalStateError",
     "NonFlexModelError",
     "RequestValidationError",
     "SchemaVersionError",

@@ -42,6 +42,11 @@ class StandardOperator(SyncTierOperator):
     :param state_root: root of the task state directories (default ``[tokentier] state_root``,
         else ``$AIRFLOW_HOME/tokentier``); any ObjectStoragePath URI. Templated.
     :param progress_every: log a progress line every this many rows (default 100; 0: never).
+    :param progress_part_rows: finished rows are kept in numbered part objects of at most this
+        many rows (default ``[tokentier] progress_part_rows``, else 1000): a worker killed
+        mid-run loses, and the retry pays again, at most one part.
+    :param progress_part_seconds: a part is written at the latest this many seconds after its
+        first row finished (default ``[tokentier] progress_part_seconds``, else 60).
     :param prices: price overrides (dict, JSON string or path) for cost accounting, on top
         of the built-in table and ``[tokentier] prices``.
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
@@ -66,6 +71,8 @@ class StandardOperator(SyncTierOperator):
         results_uri: str | None = None,
         state_root: str | None = None,
         progress_every: int = DEFAULT_PROGRESS_EVERY,
+        progress_part_rows: int | None = None,
+        progress_part_seconds: float | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
         **kwargs: Any,
@@ -83,6 +90,8 @@ class StandardOperator(SyncTierOperator):
             results_uri=results_uri,
             state_root=state_root,
             progress_every=progress_every,
+            progress_part_rows=progress_part_rows,
+            progress_part_seconds=progress_part_seconds,
             prices=prices,
             results_asset=results_asset,
             **kwargs,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
 from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_MAX_ATTEMPTS,
@@ -26,8 +26,9 @@ from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.hooks.base import async_client_factory
 from airflow_provider_tokentier.runtime.assets import declare_results_asset, emit_results_event
 from airflow_provider_tokentier.runtime.reporting import StepReporter
-from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.runtime.settings import progress_parts, resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for
+from airflow_provider_tokentier.state.ledger import storage_path
 from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
@@ -61,6 +62,8 @@ class SyncTierOperator(BaseOperator):
         results_uri: str | None = None,
         state_root: str | None = None,
         progress_every: int = DEFAULT_PROGRESS_EVERY,
+        progress_part_rows: int | None = None,
+        progress_part_seconds: float | None = None,
         prices: Any = None,
         executor_options: Mapping[str, Any] | None = None,
         results_asset: Asset | AssetAlias | None = None,
@@ -79,6 +82,10 @@ class SyncTierOperator(BaseOperator):
         check_workload_arguments(provider, requests, requests_uri, endpoint)
         if progress_every < 0:
             raise ValueError(f"progress_every must not be negative, got {progress_every!r}")
+        if progress_part_rows is not None and progress_part_rows < 1:
+            raise ValueError(f"progress_part_rows must be at least 1, got {progress_part_rows!r}")
+        if progress_part_seconds is not None and progress_part_seconds <= 0:
+            raise ValueError(f"progress_part_seconds must be positive, got {progress_part_seconds!r}")
         self.provider = provider
         self.requests = requests
         self.requests_uri = requests_uri
@@ -91,6 +98,8 @@ class SyncTierOperator(BaseOperator):
         self.results_uri = results_uri
         self.state_root = state_root
         self.progress_every = progress_every
+        self.progress_part_rows = progress_part_rows
+        self.progress_part_seconds = progress_part_seconds
         self.prices = prices
         self._executor_options = options
         self.results_asset = results_asset
@@ -121,7 +130,7 @@ class SyncTierOperator(BaseOperator):
         total, endpoint = self._validate_all()
         self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)
         target = (
-            ObjectStoragePath(self.results_uri)
+            storage_path(self.results_uri)
             if self.results_uri
             else state_dir_for(context, self.state_root) / "results.jsonl"
         )
@@ -146,6 +155,7 @@ class SyncTierOperator(BaseOperator):
             client=async_client_factory(self.provider, self.conn_id),
             log=self.log,
             progress_every=self.progress_every,
+            **progress_parts(self.progress_part_rows, self.progress_part_seconds),
             total=total,
             endpoint=endpoint,
             max_concurrency=self.max_concurrency,

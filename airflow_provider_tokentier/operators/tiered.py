@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, Context, ObjectStoragePath
+from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
@@ -25,11 +25,11 @@ from airflow_provider_tokentier.runtime.assets import declare_results_asset
 from airflow_provider_tokentier.runtime.batch_submit import submit_workload
 from airflow_provider_tokentier.runtime.dag_stages import TIERED_ROLE
 from airflow_provider_tokentier.runtime.reporting import StepReporter
-from airflow_provider_tokentier.runtime.settings import resolve_price_table
+from airflow_provider_tokentier.runtime.settings import progress_parts, resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.state.history import TurnaroundStore
-from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
 from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
@@ -333,7 +333,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
 
     def _run_on_sync_tier(self, context: Context, tier: str, report: StepReporter) -> dict[str, Any]:
         target = (
-            ObjectStoragePath(self.results_uri)
+            storage_path(self.results_uri)
             if self.results_uri
             else state_dir_for(context, self.state_root) / "results.jsonl"
         )
@@ -357,5 +357,6 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
                 total=None,
                 model=self.model or (report.decision or {}).get("model"),
             ),
+            **progress_parts(),
             **options,
         )

@@ -30,6 +30,7 @@ from airflow_provider_tokentier.hooks.base import async_client_factory, provider
 from airflow_provider_tokentier.runtime.assets import emit_results_event
 from airflow_provider_tokentier.runtime.dag_stages import remaining_chain_warning
 from airflow_provider_tokentier.runtime.reporting import StepReporter
+from airflow_provider_tokentier.runtime.settings import progress_parts
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
 from airflow_provider_tokentier.workflow.gate import BatchGate
@@ -141,6 +142,7 @@ class BatchWaitMixin:
                 deadline=self._deadline_at(gate),
                 endpoint=gate.manifest.get("endpoint"),
                 prices=gate.settings.prices,
+                **progress_parts(),
             )
 
         gate.rescue(round_ + 1, ids, tier, land)

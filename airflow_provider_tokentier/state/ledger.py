@@ -35,11 +35,53 @@ def resolve_state_root(explicit: str | None = None) -> ObjectStoragePath:
     return storage_path(os.path.join(home, "tokentier"))
 
 
-def storage_path(location: str) -> ObjectStoragePath:
-    """An ObjectStoragePath for a URI, or for a local path (made absolute, as ``file://``)."""
-    if "://" not in location:
-        location = "file://" + os.path.abspath(os.path.expanduser(location))
-    return ObjectStoragePath(location)
+#: Protocols whose paths live on this machine's own disk (or memory).
+LOCAL_PROTOCOLS = frozenset({"", "file", "local", "memory"})
+
+
+def storage_path(location: str | ObjectStoragePath) -> ObjectStoragePath:
+    """An ObjectStoragePath for a URI, or for a local path (made absolute, as ``file://``).
+
+    On an object store every operation on the path and its children goes through one
+    filesystem instance (Airflow's for the URI's protocol and connection) with directory
+    listings never cached, so a read always sees what any worker wrote before it.
+    """
+    if isinstance(location, ObjectStoragePath):
+        path = location
+    else:
+        if "://" not in location:
+            location = "file://" + os.path.abspath(os.path.expanduser(location))
+        path = ObjectStoragePath(location)
+    if path.protocol not in LOCAL_PROTOCOLS:
+        _use_one_uncached_filesystem(path)
+    return path
+
+
+def is_local(path: ObjectStoragePath) -> bool:
+    """Whether ``path`` is on this machine only (a local disk or memory)."""
+    return path.protocol in LOCAL_PROTOCOLS
+
+
+def is_local_location(location: str) -> bool:
+    """Whether a URI or path (as `storage_path` takes it) is on this machine only."""
+    scheme, found, _rest = location.partition("://")
+    return not found or scheme.lower() in LOCAL_PROTOCOLS
+
+
+def _use_one_uncached_filesystem(path: ObjectStoragePath) -> None:
+    fs = path.fs  # Airflow's filesystem for (protocol, conn_id): the one open() and stat() use.
+    # Without a conn_id in the URI, ObjectStoragePath sends exists(), iterdir(), write_text() and
+    # the like through a second filesystem that fsspec builds itself, with its own listing cache:
+    # a file written through open() then stays invisible to exists() and iterdir(). Children
+    # made with ``/`` inherit the filesystem set here.
+    path.__wrapped__._fs_cached = fs
+    # State objects are written by other workers too, and s3fs/gcsfs answer exists() and info()
+    # from a cached listing of the parent: a listing cached before another worker's write
+    # would hide that write. A DirCache with use_listings_cache=False stores nothing.
+    dircache = getattr(fs, "dircache", None)
+    if dircache is not None and getattr(dircache, "use_listings_cache", False):
+        dircache.use_listings_cache = False
+        dircache.clear()
 
 
 def task_state_dir(
@@ -48,6 +90,18 @@ def task_state_dir(
     """``{root}/{dag_id}/{run_id}/{task_id}/{map_index}`` with path-unsafe characters replaced."""
     index = -1 if map_index is None else map_index
     return root / _safe(dag_id) / _safe(run_id) / _safe(task_id) / str(index)
+
+
+def children(directory: ObjectStoragePath) -> list[ObjectStoragePath]:
+    """What ``directory`` holds, by name; empty when it does not exist.
+
+    One listing request on an object store. There a directory exists only while it holds
+    objects (``mkdir`` creates nothing), so "not there" is the normal state of a new one.
+    """
+    try:
+        return sorted(directory.iterdir(), key=lambda p: p.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _safe(part: str) -> str:
@@ -83,9 +137,7 @@ class Ledger:
 
     def names(self, prefix: str) -> Iterator[str]:
         """Names of the records starting with ``prefix``, sorted."""
-        if not self.dir.exists():
-            return
-        for child in sorted(self.dir.iterdir(), key=lambda p: p.name):
+        for child in children(self.dir):
             if child.name.startswith(prefix) and child.name.endswith(".json"):
                 yield child.name.removesuffix(".json")
 
@@ -117,15 +169,19 @@ class Ledger:
 
 
 def write_json(path: ObjectStoragePath, record: dict[str, Any]) -> None:
-    """Write one JSON object so readers never see half of it.
+    """Write one JSON object so readers never see half of it (see `write_whole`)."""
+    write_whole(path, json.dumps(record, sort_keys=True, default=str).encode())
+
+
+def write_whole(path: ObjectStoragePath, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so readers see all of it or nothing.
 
     Object stores publish an object only when its upload completes; on a local disk we write a
     temporary sibling and rename it over the target, which is atomic.
     """
-    payload = json.dumps(record, sort_keys=True, default=str)
-    if path.protocol in ("file", "local", ""):
+    if is_local(path):
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-        tmp.write_text(payload)
+        tmp.write_bytes(payload)
         os.replace(tmp.path, path.path)
     else:
-        path.write_text(payload)
+        path.write_bytes(payload)

@@ -30,7 +30,7 @@ from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.records import check_schema_version
 from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
-from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 from airflow_provider_tokentier.workflow.submission import (
     SubmittedBatch,
@@ -62,7 +62,7 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
     """(custom_id, model, raw line) for every request line of a chunk file."""
     if uri is None:
         raise ValueError("this batch was submitted outside tokentier; its requests are unknown")
-    for line in iter_lines(ObjectStoragePath(uri)):
+    for line in iter_lines(storage_path(uri)):
         head = _request_decoder.decode(line)
         payload = head.params or head.body
         yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
@@ -416,7 +416,7 @@ class BatchGate:
         Later rounds win: a request re-batched in round r+1 takes its row from there. Walking the
         rounds from the last one down needs only the ids of the round above in memory.
         """
-        target = ObjectStoragePath(results_uri) if results_uri else self.state_dir / "results.jsonl"
+        target = storage_path(results_uri) if results_uri else self.state_dir / "results.jsonl"
         target.parent.mkdir(parents=True, exist_ok=True)
         tally = ResultTally()  # exact running totals: memory stays flat whatever the row count
         last = self.current_round()

@@ -38,7 +38,7 @@ from airflow_provider_tokentier.core.requests import (
     serialize_request,
 )
 from airflow_provider_tokentier.state.blockio import BlockWriter, iter_lines, open_block_writer
-from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def check_workload_arguments(
 def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mapping[str, Any]]:
     """The workload's rows: a stream over ``requests_uri``, or the (rendered) ``requests`` list."""
     if requests_uri is not None:
-        return iter_jsonl(ObjectStoragePath(requests_uri))
+        return iter_jsonl(storage_path(requests_uri))
     if isinstance(requests, (str, bytes)):
         raise TypeError(
             "`requests` must be a list of request rows, got a string; "
@@ -297,7 +297,7 @@ def submit_chunks(
             ledger.record_intent(
                 chunk.round, chunk.index, IntentRecord(time.time(), tag, chunk.requests).to_dict()
             )
-            with local_file(ObjectStoragePath(chunk.uri)) as local:
+            with local_file(storage_path(chunk.uri)) as local:
                 batch_id = backend.submit(local, request_count=chunk.requests, tag=tag, endpoint=endpoint)
             log.info(
                 "Submitted %s batch %s: %d requests, %d bytes",

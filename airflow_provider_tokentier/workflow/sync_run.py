@@ -14,8 +14,11 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.backends.sync_tiers import ClientSource, InfoLogger, run_sync_tier
+from airflow_provider_tokentier.core.parts import DEFAULT_PART_ROWS, DEFAULT_PART_SECONDS
 from airflow_provider_tokentier.core.result_rows import ResultTally
 from airflow_provider_tokentier.state.blockio import open_block_writer
+from airflow_provider_tokentier.state.ledger import children
+from airflow_provider_tokentier.state.parts import PartWriter
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 
 
@@ -35,34 +38,40 @@ def land_on_sync_tier(
     tier: str,
     client: ClientSource,
     log: InfoLogger,
+    part_rows: int = DEFAULT_PART_ROWS,
+    part_seconds: float = DEFAULT_PART_SECONDS,
     **executor_options: Any,
 ) -> dict[str, Any]:
     """Run ``rows`` on flex or standard and land one row per request at ``target``, retry-safely.
 
-    Each try writes the rows it finishes to a progress file of its own under ``state_dir``
-    (object stores have no append), flushed row by row by the executor. A retry or a clear first reads those
-    files and skips every request an earlier try already finished (succeeded, or failed
-    permanently), so nothing is paid for twice; then it lands the earlier rows and the new ones
-    together, the newest row of each request winning. ``client`` builds the provider's async SDK
-    client on the executor's event loop (see ``hooks.base.async_client_factory``). Returns the
-    results manifest.
+    Each try writes the rows it finishes as numbered part objects of its own under
+    ``state_dir`` (object stores have no append, and an unclosed object is not there at all),
+    one every ``part_rows`` rows or ``part_seconds`` seconds: a worker killed mid-run loses at
+    most one part. A retry or a clear first reads the parts and skips every request an earlier
+    try already finished (succeeded, or failed permanently), so nothing is paid for twice;
+    then it lands the earlier rows and the new ones together, the newest row of each request
+    winning. One listing and one read per part, never a call per row. ``client`` builds the
+    provider's async SDK client on the executor's event loop (see
+    ``hooks.base.async_client_factory``). Returns the results manifest.
     """
     progress = state_dir / "sync-progress"
     progress.mkdir(parents=True, exist_ok=True)
-    earlier = sorted(progress.iterdir(), key=lambda p: p.name)
+    earlier = children(progress)
     finished: set[str] = set()
     for path in earlier:
         finished.update(head.custom_id for _line, head in iter_row_heads(path) if _is_final(head))
     if finished:
         log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
-    this_try = progress / f"{time.time_ns():020d}-{os.getpid()}.jsonl"
-    with this_try.open("wb") as out:
+    started_ns = time.time_ns()
+    with PartWriter(
+        progress, f"{started_ns:020d}-{os.getpid()}", part_rows=part_rows, part_seconds=part_seconds
+    ) as parts:
         run_sync_tier(
             (row for row in rows if row["custom_id"] not in finished),
             provider=provider,
             tier=tier,
             client=client,
-            out=out,
+            out=parts,  # type: ignore[arg-type]  # the executor only calls write() and flush()
             logger=log,
             **executor_options,
         )
@@ -70,7 +79,7 @@ def land_on_sync_tier(
     landed: set[str] = set()
     model: str | None = None
     with open_block_writer(target) as out:
-        for path in [this_try, *reversed(earlier)]:
+        for path in [*parts.parts, *reversed(earlier)]:
             for line, head in iter_row_heads(path):
                 if head.custom_id in landed:
                     continue
@@ -81,11 +90,11 @@ def land_on_sync_tier(
     return tally.manifest(
         results_uri=str(target),
         provider=provider,
-        submitted_at=_started_at(earlier[0] if earlier else this_try),
+        submitted_at=_started_at(earlier[0].name if earlier else f"{started_ns:020d}"),
         model=model,
     )
 
 
-def _started_at(first_progress: ObjectStoragePath) -> str:
-    nanos = int(first_progress.name.split("-", 1)[0])
+def _started_at(first_progress_name: str) -> str:
+    nanos = int(first_progress_name.split("-", 1)[0])
     return datetime.datetime.fromtimestamp(nanos / 1e9, datetime.timezone.utc).isoformat()

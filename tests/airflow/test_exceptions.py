@@ -18,6 +18,7 @@ from airflow_provider_tokentier.hooks import TokentierAnthropicHook, TokentierOp
 OLD_BASES = {
     "RequestValidationError": ValueError,
     "NonFlexModelError": ValueError,
+    "LocalStateError": ValueError,
     "AmbiguousSubmissionError": RuntimeError,
     "WorkloadChangedError": RuntimeError,
     "BatchNotEndedError": RuntimeError,
