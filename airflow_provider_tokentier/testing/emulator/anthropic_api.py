@@ -405,7 +405,9 @@ class AnthropicStore:
 
     def poll_fault(self, what: str) -> None:
         """Answer a status or results call with a transient 529 / 500 at ``poll_error_rate``."""
-        rate = self.state.config.poll_error_rate
+        self._fault(self.state.config.poll_error_rate, what)
+
+    def _fault(self, rate: float, what: str) -> None:
         if rate <= 0 or self.state.next_draw("anthropic", what) >= rate:
             return
         with self._lock:
@@ -583,10 +585,90 @@ class AnthropicStore:
             await self.ensure_results(batch)
         return self.view(batch, now, base_url)
 
-    def delete(self, batch: _Batch) -> None:
+    # -- list, cancel, results, delete ------------------------------------------------------------
+    def list_page(self, limit: int, before_id: str | None, after_id: str | None) -> tuple[list[_Batch], bool]:
+        """One page of the newest-first listing and whether more lie beyond it.
+
+        ``after_id`` pages towards older batches, ``before_id`` towards newer ones; the walk starts
+        at the cursor's place in the creation order, so a page costs O(limit), not O(all batches).
+        """
+        if before_id and after_id:
+            raise _bad_request("Provide only one of before_id and after_id.")
+        cursor = before_id or after_id
+        with self._lock:
+            order = self.order
+            if cursor:
+                pivot = self.seq_of.get(cursor)
+                if pivot is None:
+                    raise _bad_request(f"Invalid cursor {cursor!r}.")
+            else:
+                pivot = len(order)
+            # Older batches sit at lower positions; before_id walks upwards, towards the newest.
+            step, start = (1, pivot + 1) if before_id else (-1, pivot - 1)
+            page: list[_Batch] = []
+            index = start
+            while 0 <= index < len(order) and len(page) <= limit:
+                batch = self.batches.get(order[index])
+                if batch is not None:
+                    page.append(batch)
+                index += step
+        has_more = len(page) > limit
+        page = page[:limit]
+        if before_id:
+            page.reverse()  # still newest first, ending just before the cursor
+        return page, has_more
+
+    def list_fault(self) -> None:
+        """Answer a list call with a transient 529 / 500 at ``list_error_rate``."""
+        self._fault(self.state.config.list_error_rate, "list")
+
+    def cancel(self, batch: _Batch) -> _Batch:
+        """Start canceling ``batch`` (a no-op while it is already canceling)."""
+        now = self.state.clock.now()
+        status = batch.status(now)
+        if status == "ended":
+            raise _bad_request(f"Message Batch {batch.id!r} has already ended and cannot be canceled.")
+        if status == "in_progress":
+            batch.cancel_latency_s = self.state.config.cancel_latency_s
+            batch.cancel_at = now
+        return batch
+
+    async def results_of(self, batch: _Batch) -> _Batch:
+        """``batch`` with its results file written, or the API's error when there is none to read."""
+        now = self.state.clock.now()
+        if batch.status(now) != "ended":
+            raise _bad_request(
+                f"Message Batch {batch.id!r} has not finished processing; results are available "
+                "once processing_status is 'ended'."
+            )
+        if now >= batch.ended_at() + RESULTS_RETENTION_S:
+            raise anthropic_error(
+                404, "not_found_error", f"The results of Message Batch {batch.id!r} have been archived."
+            )
+        await self.ensure_results(batch)
+        return batch
+
+    async def delete(self, batch: _Batch) -> None:
+        """Delete an ended batch and its files."""
+        if batch.status(self.state.clock.now()) != "ended":
+            raise _bad_request(
+                f"Message Batch {batch.id!r} cannot be deleted while it is processing; cancel it first."
+            )
+        # Deleting is a read too: the batch ran, so its results exist and are billed first.
+        await self.ensure_results(batch)
         with self._lock:
             self.batches.pop(batch.id, None)
         shutil.rmtree(batch.directory, ignore_errors=True)
+
+
+def _list_limit(raw: str | None) -> int:
+    try:
+        limit = int(raw or "20")
+    except ValueError:
+        raise _bad_request("limit: Input should be a valid integer") from None
+    if not 1 <= limit <= 1000:
+        raise _bad_request("limit: Input should be between 1 and 1000")
+    return limit
 
 
 def _swallow(future: asyncio.Future[None]) -> None:
@@ -669,30 +751,11 @@ def build_router(state: EmulatorState) -> APIRouter:
 
     @router.get("/v1/messages/batches")
     async def list_batches(request: Request) -> Response:
+        store.list_fault()
         query = request.query_params
-        raw_limit = query.get("limit", "20")
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise _bad_request("limit: Input should be a valid integer") from None
-        if not 1 <= limit <= 1000:
-            raise _bad_request("limit: Input should be between 1 and 1000")
-        before_id, after_id = query.get("before_id"), query.get("after_id")
-        if before_id and after_id:
-            raise _bad_request("Provide only one of before_id and after_id.")
-        newest_first = [store.batches[i] for i in reversed(store.order) if i in store.batches]
-        cursor = before_id or after_id
-        pivot = store.seq_of.get(cursor) if cursor else None
-        if cursor and pivot is None:
-            raise _bad_request(f"Invalid cursor {cursor!r}.")
-        if after_id and pivot is not None:
-            older = [b for b in newest_first if b.seq < pivot]
-            page, has_more = older[:limit], len(older) > limit
-        elif before_id and pivot is not None:
-            newer = [b for b in newest_first if b.seq > pivot]
-            page, has_more = newer[-limit:], len(newer) > limit
-        else:
-            page, has_more = newest_first[:limit], len(newest_first) > limit
+        page, has_more = store.list_page(
+            _list_limit(query.get("limit")), query.get("before_id"), query.get("after_id")
+        )
         base = _base_url(request)
         data = [await store.render(b, base) for b in page]
         return _json(
@@ -713,42 +776,17 @@ def build_router(state: EmulatorState) -> APIRouter:
     @router.get("/v1/messages/batches/{batch_id}/results")
     async def batch_results(batch_id: str) -> Response:
         store.poll_fault("results")
-        batch = store.get(batch_id)
-        now = state.clock.now()
-        if batch.status(now) != "ended":
-            raise _bad_request(
-                f"Message Batch {batch_id!r} has not finished processing; results are available "
-                "once processing_status is 'ended'."
-            )
-        if now >= batch.ended_at() + RESULTS_RETENTION_S:
-            raise anthropic_error(
-                404, "not_found_error", f"The results of Message Batch {batch_id!r} have been archived."
-            )
-        await store.ensure_results(batch)
+        batch = await store.results_of(store.get(batch_id))
         return StreamingResponse(_stream_file(batch.results_path), media_type="application/binary")
 
     @router.post("/v1/messages/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str, request: Request) -> Response:
-        batch = store.get(batch_id)
-        now = state.clock.now()
-        status = batch.status(now)
-        if status == "ended":
-            raise _bad_request(f"Message Batch {batch_id!r} has already ended and cannot be canceled.")
-        if status == "in_progress":
-            batch.cancel_latency_s = state.config.cancel_latency_s
-            batch.cancel_at = now
+        batch = store.cancel(store.get(batch_id))
         return _json(await store.render(batch, _base_url(request)))
 
     @router.delete("/v1/messages/batches/{batch_id}")
     async def delete_batch(batch_id: str) -> Response:
-        batch = store.get(batch_id)
-        if batch.status(state.clock.now()) != "ended":
-            raise _bad_request(
-                f"Message Batch {batch_id!r} cannot be deleted while it is processing; cancel it first."
-            )
-        # Deleting is a read too: the batch ran, so its results exist and are billed first.
-        await store.ensure_results(batch)
-        store.delete(batch)
+        await store.delete(store.get(batch_id))
         return _json({"id": batch_id, "type": "message_batch_deleted"})
 
     return router

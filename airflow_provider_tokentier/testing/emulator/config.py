@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-_RATES = ("expire_rate", "error_rate", "flex_429_rate", "poll_error_rate")
+_RATES = ("expire_rate", "error_rate", "flex_429_rate", "poll_error_rate", "list_error_rate")
 
 
 @dataclasses.dataclass
@@ -33,6 +33,8 @@ class EmulatorConfig:
     flex_429_rate: float = 0.0
     #: Share of status and file-content calls answered with a transient 5xx (529 on Anthropic).
     poll_error_rate: float = 0.0
+    #: Share of batch list calls answered with a transient 5xx (529 on Anthropic).
+    list_error_rate: float = 0.0
     #: Extra virtual seconds an OpenAI batch stays in ``finalizing``.
     finalizing_stall_s: float = 0.0
     #: Virtual seconds a cancel stays in ``canceling`` / ``cancelling``.

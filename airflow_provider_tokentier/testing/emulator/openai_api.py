@@ -273,67 +273,6 @@ class BatchRecord:
         return succeeded - bad, errored + bad
 
 
-class OpenAIStore:
-    """Files and batches of one emulator; registered on the state as ``"openai"``."""
-
-    def __init__(self, state: EmulatorState) -> None:
-        self.state = state
-        self.lock = threading.Lock()
-        self.files: dict[str, FileRecord] = {}
-        self.batches: dict[str, BatchRecord] = {}
-        self.prompt_cache: set[str] = set()
-        self.generation = 0
-
-    @property
-    def dir(self) -> Path:
-        path = self.state.spool_dir / "openai"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def reset(self) -> None:
-        with self.lock:
-            self.files.clear()
-            self.batches.clear()
-            self.prompt_cache.clear()
-            self.generation += 1
-        shutil.rmtree(self.state.spool_dir / "openai", ignore_errors=True)
-
-    def summary(self) -> list[dict[str, Any]]:
-        now = self.state.clock.now()
-        return [
-            {
-                "id": b.id,
-                "created_at": int(b.created_at),
-                "request_count": b.total,
-                "status": b.phase(now)[0],
-                "metadata": b.metadata,
-                "endpoint": b.endpoint,
-                "model": b.model,
-                "input_file_id": b.input_file_id,
-            }
-            for b in list(self.batches.values())
-        ]
-
-    # -- files ---------------------------------------------------------------------------------
-    def get_file(self, file_id: str) -> FileRecord:
-        record = self.files.get(file_id)
-        if record is None or (record.expires_at is not None and self.state.clock.now() >= record.expires_at):
-            raise openai_error(404, "invalid_request_error", f"No such File object: {file_id}", param="id")
-        return record
-
-    def add_file(self, record: FileRecord) -> None:
-        with self.lock:
-            self.files[record.id] = record
-
-    def delete_file(self, file_id: str) -> None:
-        record = self.get_file(file_id)
-        with self.lock:
-            self.files.pop(file_id, None)
-            in_use = any(b.input_path == record.path for b in self.batches.values())
-        if not in_use:
-            record.path.unlink(missing_ok=True)
-
-
 # -- request bodies -------------------------------------------------------------------------------
 
 
@@ -608,28 +547,117 @@ def usage_of_body(body: dict[str, Any]) -> dict[str, Any] | None:
 # -- input file validation ------------------------------------------------------------------------
 
 
+class _InputCheck:
+    """The state of one pass over a batch input file: what is accepted and what is wrong."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.custom_ids: list[str] = []
+        self.seen: set[str] = set()
+        self.offsets = array.array("q")
+        self.errors: list[dict[str, Any]] = []
+        self.invalid: dict[int, tuple[str | None, str]] = {}
+        self.model: str | None = None
+        self.tokens = 0
+        self.inputs = 0
+
+    def fail(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"code": code, "message": message, "param": param, "line": line})
+
+    def line(self, raw: bytes, start: int, lineno: int) -> None:
+        """Check one non-blank line and accept it or record why it is refused."""
+        try:
+            item = _decoder.decode(raw)
+        except msgspec.DecodeError:
+            self.fail("invalid_json_line", "This line is not parseable as valid JSON.", lineno)
+            return
+        problem = self._refusal(item)
+        if problem is not None:
+            self.fail(problem[0], problem[1], lineno, problem[2])
+            return
+        body = item["body"]
+        index = len(self.custom_ids)
+        self.custom_ids.append(item["custom_id"])
+        self.seen.add(item["custom_id"])
+        self.offsets.append(start)
+        invalid = body_problem(self.endpoint, body)
+        if invalid is not None:
+            self.invalid[index] = invalid
+        self.tokens += input_tokens_of(self.endpoint, body)
+        if self.endpoint == "/v1/embeddings":
+            self.inputs += len(_embedding_inputs(body))
+
+    def _refusal(self, item: Any) -> tuple[str, str, str | None] | None:
+        """(code, message, param) of the first rule the decoded line breaks, or None."""
+        if not isinstance(item, dict):
+            return "invalid_json_line", "Each line must be a JSON object.", None
+        custom_id = item.get("custom_id")
+        if not isinstance(custom_id, str):
+            return "missing_required_parameter", "Missing required parameter: 'custom_id'.", "custom_id"
+        if not _CUSTOM_ID.match(custom_id):
+            return (
+                "invalid_custom_id",
+                "custom_id must be 1-64 characters of letters, digits, '_' or '-'.",
+                "custom_id",
+            )
+        if custom_id in self.seen:
+            return (
+                "duplicate_custom_id",
+                "The custom_id for this request is a duplicate of another request. The custom_id "
+                "parameter must be unique for each request in a batch.",
+                "custom_id",
+            )
+        if item.get("method") != "POST":
+            return "invalid_method", "The method for every request must be 'POST'.", "method"
+        if item.get("url") != self.endpoint:
+            return (
+                "invalid_url",
+                f"The URL provided for this request does not match the batch endpoint {self.endpoint!r}.",
+                "url",
+            )
+        return self._body_refusal(item.get("body"))
+
+    def _body_refusal(self, body: Any) -> tuple[str, str, str | None] | None:
+        if not isinstance(body, dict):
+            return "missing_required_parameter", "Missing required parameter: 'body'.", "body"
+        line_model = body.get("model")
+        if not isinstance(line_model, str) or not line_model:
+            return "missing_required_parameter", "Missing required parameter: 'body.model'.", "body.model"
+        if self.model is None:
+            self.model = line_model
+        elif line_model != self.model:
+            return (
+                "mismatched_model",
+                f"The model {line_model!r} differs from {self.model!r}: every request in a batch must use "
+                "the same model.",
+                "body.model",
+            )
+        return None
+
+    def finish(self, lines: int) -> ParsedInput:
+        if lines == 0:
+            self.fail("empty_file", "The input file is empty.", None)
+        if self.endpoint == "/v1/embeddings" and self.inputs > MAX_EMBEDDING_INPUTS:
+            self.fail(
+                "too_many_requests",
+                f"An embeddings batch can hold at most {MAX_EMBEDDING_INPUTS} inputs in total; "
+                f"this one has {self.inputs}.",
+                None,
+            )
+        return ParsedInput(self.custom_ids, self.offsets, self.tokens, self.model, self.errors, self.invalid)
+
+
 def parse_input(path: Path, endpoint: str, size: int) -> ParsedInput:
     """Check a batch input file the way the validating phase does; one pass, flat memory."""
-    custom_ids: list[str] = []
-    seen: set[str] = set()
-    offsets = array.array("q")
-    errors: list[dict[str, Any]] = []
-    invalid: dict[int, tuple[str | None, str]] = {}
-    model: str | None = None
-    tokens = 0
-    inputs = 0
-
-    def fail(code: str, message: str, line: int | None, param: str | None = None) -> None:
-        if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append({"code": code, "message": message, "param": param, "line": line})
-
+    check = _InputCheck(endpoint)
     if size > MAX_BATCH_BYTES:
-        fail(
+        check.fail(
             "file_too_large",
             f"The input file is {size} bytes; a batch input file can be at most 200 MB.",
             None,
         )
-        return ParsedInput([], offsets, 0, None, errors, invalid)
+        return ParsedInput([], check.offsets, 0, None, check.errors, check.invalid)
     offset = 0
     lineno = 0
     with path.open("rb") as handle:
@@ -640,105 +668,129 @@ def parse_input(path: Path, endpoint: str, size: int) -> ParsedInput:
                 continue
             lineno += 1
             if lineno > MAX_BATCH_LINES:
-                fail(
+                check.fail(
                     "too_many_requests",
                     f"The input file has more than {MAX_BATCH_LINES} requests; a batch can hold at most "
                     f"{MAX_BATCH_LINES}.",
                     lineno,
                 )
                 break
-            try:
-                item = _decoder.decode(raw)
-            except msgspec.DecodeError:
-                fail("invalid_json_line", "This line is not parseable as valid JSON.", lineno)
-                continue
-            if not isinstance(item, dict):
-                fail("invalid_json_line", "Each line must be a JSON object.", lineno)
-                continue
-            custom_id = item.get("custom_id")
-            if not isinstance(custom_id, str):
-                fail(
-                    "missing_required_parameter",
-                    "Missing required parameter: 'custom_id'.",
-                    lineno,
-                    "custom_id",
-                )
-                continue
-            if not _CUSTOM_ID.match(custom_id):
-                fail(
-                    "invalid_custom_id",
-                    "custom_id must be 1-64 characters of letters, digits, '_' or '-'.",
-                    lineno,
-                    "custom_id",
-                )
-                continue
-            if custom_id in seen:
-                fail(
-                    "duplicate_custom_id",
-                    "The custom_id for this request is a duplicate of another request. The custom_id "
-                    "parameter must be unique for each request in a batch.",
-                    lineno,
-                    "custom_id",
-                )
-                continue
-            seen.add(custom_id)
-            if item.get("method") != "POST":
-                fail("invalid_method", "The method for every request must be 'POST'.", lineno, "method")
-                continue
-            if item.get("url") != endpoint:
-                fail(
-                    "invalid_url",
-                    f"The URL provided for this request does not match the batch endpoint {endpoint!r}.",
-                    lineno,
-                    "url",
-                )
-                continue
-            body = item.get("body")
-            if not isinstance(body, dict):
-                fail("missing_required_parameter", "Missing required parameter: 'body'.", lineno, "body")
-                continue
-            line_model = body.get("model")
-            if not isinstance(line_model, str) or not line_model:
-                fail(
-                    "missing_required_parameter",
-                    "Missing required parameter: 'body.model'.",
-                    lineno,
-                    "body.model",
-                )
-                continue
-            if model is None:
-                model = line_model
-            elif line_model != model:
-                fail(
-                    "mismatched_model",
-                    f"The model {line_model!r} differs from {model!r}: every request in a batch must use "
-                    "the same model.",
-                    lineno,
-                    "body.model",
-                )
-                continue
-            index = len(custom_ids)
-            custom_ids.append(custom_id)
-            offsets.append(start)
-            problem = body_problem(endpoint, body)
-            if problem is not None:
-                invalid[index] = problem
-            tokens += input_tokens_of(endpoint, body)
-            if endpoint == "/v1/embeddings":
-                inputs += len(_embedding_inputs(body))
-    if lineno == 0:
-        fail("empty_file", "The input file is empty.", None)
-    if endpoint == "/v1/embeddings" and inputs > MAX_EMBEDDING_INPUTS:
-        fail(
-            "too_many_requests",
-            f"An embeddings batch can hold at most {MAX_EMBEDDING_INPUTS} inputs in total; "
-            f"this one has {inputs}.",
-            None,
-        )
-    return ParsedInput(custom_ids, offsets, tokens, model, errors, invalid)
+            check.line(raw, start, lineno)
+    return check.finish(lineno)
 
 
 # -- materialization ------------------------------------------------------------------------------
+
+
+class _Materializer:
+    """Writes one terminal batch's output and error files, billing each succeeded request."""
+
+    def __init__(self, state: EmulatorState, store: OpenAIStore, batch: BatchRecord, status: str) -> None:
+        self.state = state
+        self.store = store
+        self.batch = batch
+        self.completed = self.failed = self.wrote_out = self.wrote_err = 0
+        self.usage = {"input": 0, "cached": 0, "output": 0, "reasoning": 0}
+        self.unfinished_code = "batch_cancelled" if status == "cancelled" else "batch_expired"
+        self.unfinished_message = (
+            "This request could not be executed before the batch was cancelled."
+            if status == "cancelled"
+            else "This request could not be executed before the completion window expired."
+        )
+
+    def write(self, cutoff: float) -> Outcome:
+        state, store, batch = self.state, self.store, self.batch
+        order = list(range(batch.total))
+        random.Random(f"{state.config.seed}:{batch.id}:order").shuffle(order)
+        out_id, err_id = state.new_id("file-", 24), state.new_id("file-", 24)
+        out_path, err_path = store.dir / f"{out_id}.jsonl", store.dir / f"{err_id}.jsonl"
+        with batch.input_path.open("rb") as source, out_path.open("wb") as out, err_path.open("wb") as err:
+            for index in order:
+                source.seek(batch.parsed.offsets[index])
+                item = _decoder.decode(source.readline())
+                line, ok = self._line(index, item["custom_id"], item["body"], cutoff)
+                (out if ok else err).write(_encoder.encode(line) + b"\n")
+        now = int(min(cutoff, state.clock.now()) if math.isfinite(cutoff) else state.clock.now())
+        output_file_id = self._register(out_id, out_path, "output", now) if self.wrote_out else None
+        error_file_id = self._register(err_id, err_path, "error", now) if self.wrote_err else None
+        if output_file_id is None:
+            out_path.unlink(missing_ok=True)
+        if error_file_id is None:
+            err_path.unlink(missing_ok=True)
+        u = self.usage
+        usage_dict = {
+            "input_tokens": u["input"],
+            "input_tokens_details": {"cached_tokens": u["cached"]},
+            "output_tokens": u["output"],
+            "output_tokens_details": {"reasoning_tokens": u["reasoning"]},
+            "total_tokens": u["input"] + u["output"],
+        }
+        return Outcome(output_file_id, error_file_id, self.completed, self.failed, usage_dict)
+
+    def _register(self, file_id: str, path: Path, kind: str, now: int) -> str:
+        ttl = self.batch.output_expires_after
+        name = f"batch_{self.batch.id}_{kind}.jsonl"
+        size = path.stat().st_size
+        self.store.add_file(
+            FileRecord(file_id, name, "batch_output", size, now, now + ttl if ttl else None, path)
+        )
+        return file_id
+
+    def _line(self, index: int, custom_id: str, body: Any, cutoff: float) -> tuple[dict[str, Any], bool]:
+        """The output-file line of request ``index`` and whether it goes to the output file."""
+        batch = self.batch
+        timeline = batch.timeline
+        assert timeline is not None
+        line_id = f"batch_req_{_hex(batch.id, custom_id, length=32)}"
+        request_id = _hex(batch.id, custom_id, "request", length=32)
+        fate = timeline.fates[index]
+        if fate == EXPIRE or timeline.finish_at[index] > cutoff:
+            self.wrote_err += 1
+            error = {"code": self.unfinished_code, "message": self.unfinished_message}
+            return {"id": line_id, "custom_id": custom_id, "response": None, "error": error}, False
+        problem = batch.parsed.invalid.get(index)
+        if fate == ERROR or problem is not None:
+            self.wrote_err += 1
+            self.failed += 1
+            status_code, error = _failure(problem)
+            response = {"status_code": status_code, "request_id": request_id, "body": {"error": error}}
+            return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, False
+        assert fate == SUCCEED
+        response_body = self.store.synth.body(
+            batch.endpoint,
+            body,
+            rid=_hex(batch.id, custom_id, "body"),
+            created=int(timeline.finish_at[index]),
+            service_tier="default",
+        )
+        self.wrote_out += 1
+        self.completed += 1
+        self._bill(response_body)
+        response = {"status_code": 200, "request_id": request_id, "body": response_body}
+        return {"id": line_id, "custom_id": custom_id, "response": response, "error": None}, True
+
+    def _bill(self, response_body: dict[str, Any]) -> None:
+        raw_usage = usage_of_body(response_body)
+        if raw_usage is None:
+            return
+        usage = usage_from_openai(raw_usage)
+        self.state.billing.charge(PROVIDER, self.batch.model or "", "batch", usage)
+        self.usage["input"] += usage.input_tokens + usage.cache_read_tokens
+        self.usage["cached"] += usage.cache_read_tokens
+        self.usage["output"] += usage.output_tokens
+        self.usage["reasoning"] += usage.reasoning_tokens
+
+
+def _failure(problem: tuple[str | None, str] | None) -> tuple[int, dict[str, Any]]:
+    """(status code, error body) of a request that ran and failed: invalid body or server error."""
+    if problem is not None:
+        return 400, {
+            "message": problem[1],
+            "type": "invalid_request_error",
+            "param": problem[0],
+            "code": None,
+        }
+    return 500, {"message": _SERVER_ERROR, "type": "server_error", "param": None, "code": None}
 
 
 def materialize(
@@ -746,186 +798,86 @@ def materialize(
 ) -> Outcome:
     """Write a terminal batch's output and error files once, billing each succeeded request."""
     with batch.lock:
-        if batch.outcome is not None:
-            return batch.outcome
-        timeline = batch.timeline
-        if status == "failed" or timeline is None:
-            batch.outcome = Outcome(None, None, 0, 0, None)
-            return batch.outcome
-        synth = Synthesizer(store)
-        model = batch.model or ""
-        n = batch.total
-        order = list(range(n))
-        random.Random(f"{state.config.seed}:{batch.id}:order").shuffle(order)
-        out_id, err_id = state.new_id("file-", 24), state.new_id("file-", 24)
-        out_path, err_path = store.dir / f"{out_id}.jsonl", store.dir / f"{err_id}.jsonl"
-        completed = failed = 0
-        u_in = u_cached = u_out = u_reason = 0
-        unfinished_code = "batch_cancelled" if status == "cancelled" else "batch_expired"
-        unfinished_message = (
-            "This request could not be executed before the batch was cancelled."
-            if status == "cancelled"
-            else "This request could not be executed before the completion window expired."
-        )
-        wrote_out = wrote_err = 0
-        with (
-            batch.input_path.open("rb") as source,
-            out_path.open("wb") as out,
-            err_path.open("wb") as err,
-        ):
-            for index in order:
-                source.seek(batch.parsed.offsets[index])
-                item = _decoder.decode(source.readline())
-                custom_id = item["custom_id"]
-                body = item["body"]
-                line_id = f"batch_req_{_hex(batch.id, custom_id, length=32)}"
-                request_id = _hex(batch.id, custom_id, "request", length=32)
-                fate = timeline.fates[index]
-                finished = fate != EXPIRE and timeline.finish_at[index] <= cutoff
-                line: dict[str, Any]
-                if not finished:
-                    line = {
-                        "id": line_id,
-                        "custom_id": custom_id,
-                        "response": None,
-                        "error": {"code": unfinished_code, "message": unfinished_message},
-                    }
-                    err.write(_encoder.encode(line) + b"\n")
-                    wrote_err += 1
-                    continue
-                problem = batch.parsed.invalid.get(index)
-                if fate == ERROR or problem is not None:
-                    if problem is not None:
-                        status_code = 400
-                        error = {
-                            "message": problem[1],
-                            "type": "invalid_request_error",
-                            "param": problem[0],
-                            "code": None,
-                        }
-                    else:
-                        status_code = 500
-                        error = {
-                            "message": _SERVER_ERROR,
-                            "type": "server_error",
-                            "param": None,
-                            "code": None,
-                        }
-                    line = {
-                        "id": line_id,
-                        "custom_id": custom_id,
-                        "response": {
-                            "status_code": status_code,
-                            "request_id": request_id,
-                            "body": {"error": error},
-                        },
-                        "error": None,
-                    }
-                    err.write(_encoder.encode(line) + b"\n")
-                    wrote_err += 1
-                    failed += 1
-                    continue
-                assert fate == SUCCEED
-                created = int(timeline.finish_at[index])
-                response_body = synth.body(
-                    batch.endpoint,
-                    body,
-                    rid=_hex(batch.id, custom_id, "body"),
-                    created=created,
-                    service_tier="default",
-                )
-                line = {
-                    "id": line_id,
-                    "custom_id": custom_id,
-                    "response": {"status_code": 200, "request_id": request_id, "body": response_body},
-                    "error": None,
-                }
-                out.write(_encoder.encode(line) + b"\n")
-                wrote_out += 1
-                completed += 1
-                raw_usage = usage_of_body(response_body)
-                if raw_usage is not None:
-                    usage = usage_from_openai(raw_usage)
-                    state.billing.charge(PROVIDER, model, "batch", usage)
-                    u_in += usage.input_tokens + usage.cache_read_tokens
-                    u_cached += usage.cache_read_tokens
-                    u_out += usage.output_tokens
-                    u_reason += usage.reasoning_tokens
-        now = int(min(cutoff, state.clock.now()) if math.isfinite(cutoff) else state.clock.now())
-        expires = now + batch.output_expires_after if batch.output_expires_after else None
-        output_file_id = error_file_id = None
-        if wrote_out:
-            store.add_file(
-                FileRecord(
-                    out_id,
-                    f"batch_{batch.id}_output.jsonl",
-                    "batch_output",
-                    out_path.stat().st_size,
-                    now,
-                    expires,
-                    out_path,
-                )
-            )
-            output_file_id = out_id
-        else:
-            out_path.unlink(missing_ok=True)
-        if wrote_err:
-            store.add_file(
-                FileRecord(
-                    err_id,
-                    f"batch_{batch.id}_error.jsonl",
-                    "batch_output",
-                    err_path.stat().st_size,
-                    now,
-                    expires,
-                    err_path,
-                )
-            )
-            error_file_id = err_id
-        else:
-            err_path.unlink(missing_ok=True)
-        usage_dict = {
-            "input_tokens": u_in,
-            "input_tokens_details": {"cached_tokens": u_cached},
-            "output_tokens": u_out,
-            "output_tokens_details": {"reasoning_tokens": u_reason},
-            "total_tokens": u_in + u_out,
-        }
-        batch.outcome = Outcome(output_file_id, error_file_id, completed, failed, usage_dict)
+        if batch.outcome is None:
+            if status == "failed" or batch.timeline is None:
+                batch.outcome = Outcome(None, None, 0, 0, None)
+            else:
+                batch.outcome = _Materializer(state, store, batch, status).write(cutoff)
         return batch.outcome
 
 
-# -- the router -----------------------------------------------------------------------------------
+# -- the store ------------------------------------------------------------------------------------
 
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        data = _decoder.decode(raw) if raw else None
-    except msgspec.DecodeError:
-        raise openai_error(
-            400,
-            "invalid_request_error",
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-            "using your HTTP library correctly. The OpenAI API expects a JSON payload.)",
-        ) from None
-    if not isinstance(data, dict):
-        raise openai_error(400, "invalid_request_error", "The request body must be a JSON object.")
-    return data
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ProviderError:
+    return openai_error(400, "invalid_request_error", message, param=param, code=code)
 
 
-def build_router(state: EmulatorState) -> APIRouter:
-    store = OpenAIStore(state)
-    state.register_store(PROVIDER, store)
-    synth = Synthesizer(store)
-    router = APIRouter()
+class OpenAIStore:
+    """Files and batches of one emulator; registered on the state as ``"openai"``.
 
-    def maybe_poll_error(kind: str) -> None:
-        rate = state.config.poll_error_rate
+    The routes are thin: every rule of the emulated API lives in these methods.
+    """
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.lock = threading.Lock()
+        self.files: dict[str, FileRecord] = {}
+        self.batches: dict[str, BatchRecord] = {}
+        #: Batch ids in creation order and each one's place in it (list cursors walk from there).
+        self.order: list[str] = []
+        self.seq_of: dict[str, int] = {}
+        self.prompt_cache: set[str] = set()
+        self.generation = 0
+        self.synth = Synthesizer(self)
+
+    @property
+    def dir(self) -> Path:
+        path = self.state.spool_dir / "openai"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def reset(self) -> None:
+        with self.lock:
+            self.files.clear()
+            self.batches.clear()
+            self.order.clear()
+            self.seq_of.clear()
+            self.prompt_cache.clear()
+            self.generation += 1
+        shutil.rmtree(self.state.spool_dir / "openai", ignore_errors=True)
+
+    def summary(self) -> list[dict[str, Any]]:
+        now = self.state.clock.now()
+        return [
+            {
+                "id": b.id,
+                "created_at": int(b.created_at),
+                "request_count": b.total,
+                "status": b.phase(now)[0],
+                "metadata": b.metadata,
+                "endpoint": b.endpoint,
+                "model": b.model,
+                "input_file_id": b.input_file_id,
+            }
+            for b in list(self.batches.values())
+        ]
+
+    # -- faults --------------------------------------------------------------------------------
+    def poll_fault(self, kind: str) -> None:
+        """Answer a status or file-content call with a transient 5xx at ``poll_error_rate``."""
+        self._fault(self.state.config.poll_error_rate, kind)
+
+    def list_fault(self) -> None:
+        """Answer a batch list call with a transient 5xx at ``list_error_rate``."""
+        self._fault(self.state.config.list_error_rate, "list")
+
+    def _fault(self, rate: float, kind: str) -> None:
+        state = self.state
         if rate > 0 and state.next_draw(PROVIDER, "poll", kind) < rate:
             status = (500, 502, 503)[int(state.next_draw(PROVIDER, "poll-status") * 3)]
             message = {
@@ -935,12 +887,189 @@ def build_router(state: EmulatorState) -> APIRouter:
             }[status]
             raise openai_error(status, "server_error", message)
 
-    async def batch_view(batch: BatchRecord) -> dict[str, Any]:
-        now = state.clock.now()
+    # -- files ---------------------------------------------------------------------------------
+    def get_file(self, file_id: str) -> FileRecord:
+        record = self.files.get(file_id)
+        if record is None or (record.expires_at is not None and self.state.clock.now() >= record.expires_at):
+            raise openai_error(404, "invalid_request_error", f"No such File object: {file_id}", param="id")
+        return record
+
+    def add_file(self, record: FileRecord) -> None:
+        with self.lock:
+            self.files[record.id] = record
+
+    def delete_file(self, file_id: str) -> None:
+        record = self.get_file(file_id)
+        with self.lock:
+            self.files.pop(file_id, None)
+            in_use = any(b.input_path == record.path for b in self.batches.values())
+        if not in_use:
+            record.path.unlink(missing_ok=True)
+
+    async def upload(self, form: Any) -> FileRecord:
+        """Store the multipart upload in ``form`` as a file (``POST /v1/files``)."""
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise _bad("Missing required parameter: 'file'.", "file")
+        if not isinstance(purpose, str) or not purpose:
+            raise _bad("Missing required parameter: 'purpose'.", "purpose")
+        if purpose not in FILE_PURPOSES:
+            raise _bad(f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose")
+        ttl = _upload_ttl(form, purpose)
+        file_id = self.state.new_id("file-", 24)
+        path = self.dir / f"{file_id}.upload"
+        source = upload.file
+
+        def copy() -> int:
+            source.seek(0)
+            with path.open("wb") as target:
+                shutil.copyfileobj(source, target, _CHUNK)
+            return os.path.getsize(path)
+
+        created = int(self.state.clock.now())
+        size = await run_in_threadpool(copy)
+        expires = created + ttl if ttl is not None else None
+        record = FileRecord(file_id, upload.filename or "file", purpose, size, created, expires, path)
+        self.add_file(record)
+        return record
+
+    def list_files(self, purpose: str | None, order: str) -> list[dict[str, Any]]:
+        now = self.state.clock.now()
+        items = [
+            f
+            for f in list(self.files.values())
+            if (purpose is None or f.purpose == purpose) and (f.expires_at is None or now < f.expires_at)
+        ]
+        if order != "asc":
+            items.reverse()  # the dict keeps creation order; newest first by default
+        return [f.to_dict() for f in items]
+
+    # -- batches -------------------------------------------------------------------------------
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        batch = self.batches.get(batch_id)
+        if batch is None:
+            raise openai_error(
+                404, "invalid_request_error", f"No batch found with id '{batch_id}'.", param="batch_id"
+            )
+        return batch
+
+    async def create_batch(self, body: dict[str, Any]) -> BatchRecord:
+        """Check a ``POST /v1/batches`` body, parse its input file and plan the batch."""
+        endpoint = _checked_batch_body(body)
+        output_ttl = _check_output_expiry(body.get("output_expires_after"))
+        now = self.state.clock.now()
+        source = self._batch_input(body["input_file_id"], now)
+        parsed = await run_in_threadpool(parse_input, source.path, endpoint, source.bytes)
+        state = self.state
+        batch_id = state.new_id("batch_", 32)
+        created = float(int(now))
+        validation_s = VALIDATION_S[0] + (VALIDATION_S[1] - VALIDATION_S[0]) * state.unit(
+            batch_id, "validation"
+        )
+        finalize_s = (
+            FINALIZING_BASE_S[0]
+            + (FINALIZING_BASE_S[1] - FINALIZING_BASE_S[0]) * state.unit(batch_id, "finalize")
+            + state.config.finalizing_stall_s
+        )
+        failed_errors = parsed.errors or self._token_limit_errors(parsed, now) or None
+        timeline = None
+        invalid_finish: list[float] = []
+        if failed_errors is None:
+            timeline = plan_batch(state, batch_id, parsed.custom_ids, created, start_delay_s=validation_s)
+            invalid_finish = sorted(
+                timeline.finish_at[i] for i in parsed.invalid if timeline.fates[i] == SUCCEED
+            )
+        batch = BatchRecord(
+            id=batch_id,
+            endpoint=endpoint,
+            input_file_id=source.id,
+            input_path=source.path,
+            completion_window="24h",
+            created_at=created,
+            metadata=body.get("metadata"),
+            output_expires_after=output_ttl,
+            parsed=parsed,
+            validation_s=validation_s,
+            finalize_s=finalize_s,
+            failed_errors=failed_errors,
+            timeline=timeline,
+            invalid_finish=invalid_finish,
+        )
+        with self.lock:
+            self.batches[batch_id] = batch
+            self.seq_of[batch_id] = len(self.order)
+            self.order.append(batch_id)
+        return batch
+
+    def _batch_input(self, input_file_id: Any, now: float) -> FileRecord:
+        record = self.files.get(str(input_file_id))
+        if record is None or (record.expires_at is not None and now >= record.expires_at):
+            raise _bad(
+                f"Invalid 'input_file_id': '{input_file_id}'. No such file.", "input_file_id", "invalid_value"
+            )
+        if record.purpose != "batch":
+            raise _bad(
+                f"Invalid 'input_file_id': '{input_file_id}'. "
+                "The file must be uploaded with purpose 'batch'.",
+                "input_file_id",
+            )
+        return record
+
+    def _token_limit_errors(self, parsed: ParsedInput, now: float) -> list[dict[str, Any]]:
+        """The ``token_limit_exceeded`` error when the batch would pass the enqueued-token limit."""
+        limit = self.state.config.enqueued_token_limit
+        if limit is None:
+            return []
+        enqueued = sum(
+            b.parsed.input_tokens
+            for b in list(self.batches.values())
+            if b.model == parsed.model and b.failed_errors is None and b.phase(now)[0] not in _TERMINAL
+        )
+        if enqueued + parsed.input_tokens <= limit:
+            return []
+        message = (
+            f"Enqueued token limit reached for {parsed.model} in organization org-emulator. "
+            f"Limit: {limit} enqueued tokens. Please try again once some in_progress batches "
+            "have been completed."
+        )
+        return [{"code": "token_limit_exceeded", "message": message, "param": None, "line": None}]
+
+    def list_page(self, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
+        """One page of the newest-first listing after the ``after`` cursor, and whether more follow.
+
+        The walk starts at the cursor's place in the creation order: O(limit) per page.
+        """
+        with self.lock:
+            start = len(self.order) - 1
+            if after is not None:
+                pivot = self.seq_of.get(after)
+                start = -1 if pivot is None else pivot - 1
+            page: list[BatchRecord] = []
+            index = start
+            while index >= 0 and len(page) <= limit:
+                batch = self.batches.get(self.order[index])
+                if batch is not None:
+                    page.append(batch)
+                index -= 1
+        return page[:limit], len(page) > limit
+
+    def cancel(self, batch: BatchRecord) -> BatchRecord:
+        now = self.state.clock.now()
+        status = batch.phase(now)[0]
+        if status in _TERMINAL:
+            raise openai_error(409, "invalid_request_error", f"Cannot cancel a batch with status '{status}'.")
+        if batch.cancel_requested_at is None:
+            batch.cancel_latency_s = self.state.config.cancel_latency_s
+            batch.cancel_requested_at = float(int(now))
+        return batch
+
+    async def view(self, batch: BatchRecord) -> dict[str, Any]:
+        """The ``Batch`` object now, writing its files first when it has just become terminal."""
+        now = self.state.clock.now()
         status, ts, cutoff = batch.phase(now)
         outcome = batch.outcome
         if status in _TERMINAL and outcome is None:
-            outcome = await ensure_materialized(batch, status, cutoff)
+            outcome = await self._ensure_materialized(batch, status, cutoff)
         if outcome is not None:
             completed, failed = outcome.completed, outcome.failed
         else:
@@ -974,95 +1103,149 @@ def build_router(state: EmulatorState) -> APIRouter:
             "metadata": batch.metadata,
         }
 
-    async def ensure_materialized(batch: BatchRecord, status: str, cutoff: float) -> Outcome:
+    async def _ensure_materialized(self, batch: BatchRecord, status: str, cutoff: float) -> Outcome:
         future = batch.materializing
         if future is None:
             future = asyncio.ensure_future(
-                run_in_threadpool(materialize, state, store, batch, status, cutoff)
+                run_in_threadpool(materialize, self.state, self, batch, status, cutoff)
             )
             batch.materializing = future
         return await asyncio.shield(future)
 
-    def get_batch(batch_id: str) -> BatchRecord:
-        batch = store.batches.get(batch_id)
-        if batch is None:
-            raise openai_error(
-                404, "invalid_request_error", f"No batch found with id '{batch_id}'.", param="batch_id"
-            )
-        return batch
+    # -- synchronous endpoints -----------------------------------------------------------------
+    def serve(self, endpoint: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Answer one Chat / Responses / Embeddings call: (response body, response headers)."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _bad("Missing required parameter: 'model'.", "model")
+        if body.get("stream"):
+            raise _bad("stream=true is not supported by the tokentier emulator.", "stream")
+        problem = body_problem(endpoint, body)
+        if problem is not None:
+            raise _bad(problem[1], problem[0])
+        tier, echoed = ("standard", "default")
+        if endpoint != "/v1/embeddings":
+            tier, echoed = self._service_tier(model, body.get("service_tier"))
+        state = self.state
+        rid = state.new_id("", 29)
+        result = self.synth.body(endpoint, body, rid=rid, created=int(state.clock.now()), service_tier=echoed)
+        raw_usage = usage_of_body(result)
+        if raw_usage is not None:
+            state.billing.charge(PROVIDER, model, tier, usage_from_openai(raw_usage))
+        return result, {"x-request-id": f"req_{rid}", "openai-model": model}
 
-    # -- files ---------------------------------------------------------------------------------
+    def _service_tier(self, model: str, requested: Any) -> tuple[str, str]:
+        """(tier billed, tier echoed) for a requested ``service_tier``; flex may answer 429."""
+        if requested == "priority":
+            return "priority", "priority"
+        if requested in (None, "auto", "default"):
+            return "standard", "default"
+        if requested != "flex":
+            raise _bad(f"Invalid value for 'service_tier': {requested!r}.", "service_tier", "invalid_value")
+        if not is_flex_model(model):
+            raise _bad(f"Flex processing is not available for model '{model}'.", "service_tier")
+        if self.state.next_draw(PROVIDER, "flex", model) < self.state.config.flex_429_rate:
+            raise ProviderError(
+                PROVIDER,
+                429,
+                "resource_unavailable",
+                "Resource Unavailable: flex processing capacity is temporarily exhausted. "
+                "Please retry later or use the default service tier.",
+                code="resource_unavailable",
+            )
+        return "flex", "flex"
+
+
+def _upload_ttl(form: Any, purpose: str) -> int | None:
+    """Seconds until an uploaded file expires (``expires_after[...]`` fields, or the default)."""
+    ttl: int | None = DEFAULT_BATCH_FILE_TTL_S if purpose == "batch" else None
+    anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return ttl
+    if anchor != "created_at":
+        raise _bad("expires_after.anchor must be 'created_at'.", "expires_after.anchor")
+    try:
+        ttl = int(str(seconds))
+    except ValueError:
+        ttl = -1
+    if not MIN_FILE_TTL_S <= ttl <= MAX_FILE_TTL_S:
+        raise _bad(
+            "expires_after.seconds must be between 3600 (1 hour) and 2592000 (30 days).",
+            "expires_after.seconds",
+        )
+    return ttl
+
+
+def _checked_batch_body(body: dict[str, Any]) -> str:
+    """Check the fields of a ``POST /v1/batches`` body; return its endpoint."""
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if body.get(name) is None:
+            raise _bad(f"Missing required parameter: '{name}'.", name)
+    endpoint, window = body["endpoint"], body["completion_window"]
+    if endpoint not in BATCH_ENDPOINTS:
+        raise _bad(
+            f"Invalid value for 'endpoint': {endpoint!r}. "
+            f"Supported values are: {', '.join(BATCH_ENDPOINTS)}.",
+            "endpoint",
+            "invalid_value",
+        )
+    if window != "24h":
+        raise _bad(
+            f"Invalid value for 'completion_window': {window!r}. Supported values are: '24h'.",
+            "completion_window",
+            "invalid_value",
+        )
+    _check_metadata(body.get("metadata"))
+    return str(endpoint)
+
+
+# -- the router -----------------------------------------------------------------------------------
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = _decoder.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        raise _bad(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+            "using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
+        ) from None
+    if not isinstance(data, dict):
+        raise _bad("The request body must be a JSON object.")
+    return data
+
+
+def _stream(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            yield block
+
+
+def _listing(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+def build_router(state: EmulatorState) -> APIRouter:
+    """Routes of the emulated OpenAI API: thin handlers over a store registered on ``state``."""
+    store = OpenAIStore(state)
+    state.register_store(PROVIDER, store)
+    router = APIRouter()
+
     @router.post("/v1/files")
     async def create_file(request: Request) -> Response:
         try:
             form = await request.form(max_files=1, max_fields=16)
         except Exception as exc:  # malformed multipart
-            raise openai_error(
-                400, "invalid_request_error", f"Could not parse multipart form: {exc}"
-            ) from None
+            raise _bad(f"Could not parse multipart form: {exc}") from None
         try:
-            upload = form.get("file")
-            purpose = form.get("purpose")
-            if not isinstance(upload, UploadFile):
-                raise openai_error(
-                    400, "invalid_request_error", "Missing required parameter: 'file'.", param="file"
-                )
-            if not isinstance(purpose, str) or not purpose:
-                raise openai_error(
-                    400, "invalid_request_error", "Missing required parameter: 'purpose'.", param="purpose"
-                )
-            if purpose not in FILE_PURPOSES:
-                raise openai_error(
-                    400,
-                    "invalid_request_error",
-                    f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
-                    param="purpose",
-                )
-            now = state.clock.now()
-            ttl: int | None = DEFAULT_BATCH_FILE_TTL_S if purpose == "batch" else None
-            anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
-            if anchor is not None or seconds is not None:
-                if anchor != "created_at":
-                    raise openai_error(
-                        400,
-                        "invalid_request_error",
-                        "expires_after.anchor must be 'created_at'.",
-                        param="expires_after.anchor",
-                    )
-                try:
-                    ttl = int(str(seconds))
-                except ValueError:
-                    ttl = -1
-                if not MIN_FILE_TTL_S <= ttl <= MAX_FILE_TTL_S:
-                    raise openai_error(
-                        400,
-                        "invalid_request_error",
-                        "expires_after.seconds must be between 3600 (1 hour) and 2592000 (30 days).",
-                        param="expires_after.seconds",
-                    )
-            file_id = state.new_id("file-", 24)
-            path = store.dir / f"{file_id}.upload"
-            source = upload.file
-
-            def copy() -> int:
-                source.seek(0)
-                with path.open("wb") as target:
-                    shutil.copyfileobj(source, target, _CHUNK)
-                return os.path.getsize(path)
-
-            size = await run_in_threadpool(copy)
-            created = int(now)
-            record = FileRecord(
-                file_id,
-                upload.filename or "file",
-                purpose,
-                size,
-                created,
-                created + ttl if ttl is not None else None,
-                path,
-            )
-            store.add_file(record)
-            return _json(record.to_dict())
+            return _json((await store.upload(form)).to_dict())
         finally:
             await form.close()
 
@@ -1070,17 +1253,8 @@ def build_router(state: EmulatorState) -> APIRouter:
     async def list_files(request: Request) -> Response:
         params = request.query_params
         limit = _limit(params.get("limit"), 10_000, 10_000)
-        purpose = params.get("purpose")
-        order = params.get("order", "desc")
-        now = state.clock.now()
-        items = [
-            f
-            for f in list(store.files.values())
-            if (purpose is None or f.purpose == purpose) and (f.expires_at is None or now < f.expires_at)
-        ]
-        if order != "asc":
-            items.reverse()  # the dict keeps creation order; newest first by default
-        return _json(_page([f.to_dict() for f in items], params.get("after"), limit))
+        items = store.list_files(params.get("purpose"), params.get("order", "desc"))
+        return _json(_page(items, params.get("after"), limit))
 
     @router.get("/v1/files/{file_id}")
     async def retrieve_file(file_id: str) -> Response:
@@ -1093,229 +1267,34 @@ def build_router(state: EmulatorState) -> APIRouter:
 
     @router.get("/v1/files/{file_id}/content")
     async def file_content(file_id: str) -> Response:
-        maybe_poll_error("content")
+        store.poll_fault("content")
         record = store.get_file(file_id)
-        path = record.path
+        headers = {"content-length": str(record.bytes)}
+        return StreamingResponse(_stream(record.path), media_type="application/octet-stream", headers=headers)
 
-        def chunks() -> Iterator[bytes]:
-            with path.open("rb") as handle:
-                while block := handle.read(_CHUNK):
-                    yield block
-
-        return StreamingResponse(
-            chunks(),
-            media_type="application/octet-stream",
-            headers={"content-length": str(record.bytes)},
-        )
-
-    # -- batches -------------------------------------------------------------------------------
     @router.post("/v1/batches")
     async def create_batch(request: Request) -> Response:
-        body = await _json_body(request)
-        input_file_id = body.get("input_file_id")
-        endpoint = body.get("endpoint")
-        window = body.get("completion_window")
-        metadata = body.get("metadata")
-        for name, value in (
-            ("input_file_id", input_file_id),
-            ("endpoint", endpoint),
-            ("completion_window", window),
-        ):
-            if value is None:
-                raise openai_error(
-                    400, "invalid_request_error", f"Missing required parameter: '{name}'.", param=name
-                )
-        if endpoint not in BATCH_ENDPOINTS:
-            raise openai_error(
-                400,
-                "invalid_request_error",
-                f"Invalid value for 'endpoint': {endpoint!r}. "
-                f"Supported values are: {', '.join(BATCH_ENDPOINTS)}.",
-                param="endpoint",
-                code="invalid_value",
-            )
-        if window != "24h":
-            raise openai_error(
-                400,
-                "invalid_request_error",
-                f"Invalid value for 'completion_window': {window!r}. Supported values are: '24h'.",
-                param="completion_window",
-                code="invalid_value",
-            )
-        _check_metadata(metadata)
-        output_ttl = _check_output_expiry(body.get("output_expires_after"))
-        files_record = store.files.get(str(input_file_id))
-        now = state.clock.now()
-        if files_record is None or (files_record.expires_at is not None and now >= files_record.expires_at):
-            raise openai_error(
-                400,
-                "invalid_request_error",
-                f"Invalid 'input_file_id': '{input_file_id}'. No such file.",
-                param="input_file_id",
-                code="invalid_value",
-            )
-        if files_record.purpose != "batch":
-            raise openai_error(
-                400,
-                "invalid_request_error",
-                f"Invalid 'input_file_id': '{input_file_id}'. "
-                "The file must be uploaded with purpose 'batch'.",
-                param="input_file_id",
-            )
-        assert isinstance(endpoint, str)
-        parsed = await run_in_threadpool(parse_input, files_record.path, endpoint, files_record.bytes)
-        batch_id = state.new_id("batch_", 32)
-        created = float(int(now))
-        validation_s = VALIDATION_S[0] + (VALIDATION_S[1] - VALIDATION_S[0]) * state.unit(
-            batch_id, "validation"
-        )
-        finalize_s = (
-            FINALIZING_BASE_S[0]
-            + (FINALIZING_BASE_S[1] - FINALIZING_BASE_S[0]) * state.unit(batch_id, "finalize")
-            + state.config.finalizing_stall_s
-        )
-        failed_errors: list[dict[str, Any]] | None = parsed.errors or None
-        limit = state.config.enqueued_token_limit
-        if failed_errors is None and limit is not None:
-            enqueued = sum(
-                b.parsed.input_tokens
-                for b in list(store.batches.values())
-                if b.model == parsed.model and b.failed_errors is None and b.phase(now)[0] not in _TERMINAL
-            )
-            if enqueued + parsed.input_tokens > limit:
-                failed_errors = [
-                    {
-                        "code": "token_limit_exceeded",
-                        "message": (
-                            f"Enqueued token limit reached for {parsed.model} in organization org-emulator. "
-                            f"Limit: {limit} enqueued tokens. Please try again once some in_progress batches "
-                            "have been completed."
-                        ),
-                        "param": None,
-                        "line": None,
-                    }
-                ]
-        timeline = None
-        invalid_finish: list[float] = []
-        if failed_errors is None:
-            timeline = plan_batch(state, batch_id, parsed.custom_ids, created, start_delay_s=validation_s)
-            invalid_finish = sorted(
-                timeline.finish_at[i] for i in parsed.invalid if timeline.fates[i] == SUCCEED
-            )
-        batch = BatchRecord(
-            id=batch_id,
-            endpoint=endpoint,
-            input_file_id=str(input_file_id),
-            input_path=files_record.path,
-            completion_window="24h",
-            created_at=created,
-            metadata=metadata,
-            output_expires_after=output_ttl,
-            parsed=parsed,
-            validation_s=validation_s,
-            finalize_s=finalize_s,
-            failed_errors=failed_errors,
-            timeline=timeline,
-            invalid_finish=invalid_finish,
-        )
-        with store.lock:
-            store.batches[batch_id] = batch
-        return _json(await batch_view(batch))
+        return _json(await store.view(await store.create_batch(await _json_body(request))))
 
     @router.get("/v1/batches")
     async def list_batches(request: Request) -> Response:
+        store.list_fault()
         params = request.query_params
-        limit = _limit(params.get("limit"), 20, 100)
-        batches = list(store.batches.values())[::-1]
-        after = params.get("after")
-        if after is not None:
-            ids = [b.id for b in batches]
-            batches = batches[ids.index(after) + 1 :] if after in ids else []
-        page = batches[:limit]
-        data = [await batch_view(b) for b in page]
-        return _json(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": len(batches) > limit,
-            }
-        )
+        page, has_more = store.list_page(_limit(params.get("limit"), 20, 100), params.get("after"))
+        return _json(_listing([await store.view(b) for b in page], has_more))
 
     @router.get("/v1/batches/{batch_id}")
     async def retrieve_batch(batch_id: str) -> Response:
-        maybe_poll_error("batch")
-        return _json(await batch_view(get_batch(batch_id)))
+        store.poll_fault("batch")
+        return _json(await store.view(store.get_batch(batch_id)))
 
     @router.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str) -> Response:
-        batch = get_batch(batch_id)
-        now = state.clock.now()
-        status = batch.phase(now)[0]
-        if status in _TERMINAL:
-            raise openai_error(409, "invalid_request_error", f"Cannot cancel a batch with status '{status}'.")
-        if batch.cancel_requested_at is None:
-            batch.cancel_latency_s = state.config.cancel_latency_s
-            batch.cancel_requested_at = float(int(now))
-        return _json(await batch_view(batch))
+        return _json(await store.view(store.cancel(store.get_batch(batch_id))))
 
-    # -- synchronous endpoints -----------------------------------------------------------------
     async def serve(request: Request, endpoint: str) -> Response:
-        body = await _json_body(request)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise openai_error(
-                400, "invalid_request_error", "Missing required parameter: 'model'.", param="model"
-            )
-        if body.get("stream"):
-            raise openai_error(
-                400,
-                "invalid_request_error",
-                "stream=true is not supported by the tokentier emulator.",
-                param="stream",
-            )
-        problem = body_problem(endpoint, body)
-        if problem is not None:
-            raise openai_error(400, "invalid_request_error", problem[1], param=problem[0])
-        requested = body.get("service_tier")
-        tier, echoed = "standard", "default"
-        if endpoint != "/v1/embeddings":
-            if requested == "flex":
-                if not is_flex_model(model):
-                    raise openai_error(
-                        400,
-                        "invalid_request_error",
-                        f"Flex processing is not available for model '{model}'.",
-                        param="service_tier",
-                    )
-                if state.next_draw(PROVIDER, "flex", model) < state.config.flex_429_rate:
-                    raise ProviderError(
-                        PROVIDER,
-                        429,
-                        "resource_unavailable",
-                        "Resource Unavailable: flex processing capacity is temporarily exhausted. "
-                        "Please retry later or use the default service tier.",
-                        code="resource_unavailable",
-                    )
-                tier, echoed = "flex", "flex"
-            elif requested == "priority":
-                tier, echoed = "priority", "priority"
-            elif requested not in (None, "auto", "default"):
-                raise openai_error(
-                    400,
-                    "invalid_request_error",
-                    f"Invalid value for 'service_tier': {requested!r}.",
-                    param="service_tier",
-                    code="invalid_value",
-                )
-        now = int(state.clock.now())
-        rid = state.new_id("", 29)
-        result = synth.body(endpoint, body, rid=rid, created=now, service_tier=echoed)
-        raw_usage = usage_of_body(result)
-        if raw_usage is not None:
-            state.billing.charge(PROVIDER, model, tier, usage_from_openai(raw_usage))
-        return _json(result, headers={"x-request-id": f"req_{rid}", "openai-model": model})
+        result, headers = store.serve(endpoint, await _json_body(request))
+        return _json(result, headers=headers)
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -1354,14 +1333,7 @@ def _page(items: list[dict[str, Any]], after: str | None, limit: int) -> dict[st
     if after is not None:
         ids = [item["id"] for item in items]
         items = items[ids.index(after) + 1 :] if after in ids else []
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
+    return _listing(items[:limit], len(items) > limit)
 
 
 def _check_metadata(metadata: Any) -> None:

@@ -412,6 +412,44 @@ def test_list_paging_with_cursors(
     assert all(s["request_count"] == 1 and s["processing_status"] == "ended" for s in summary)
 
 
+def test_list_skips_deleted_batches_keeps_their_cursors_and_counts_calls(
+    anthropic_client: anthropic.Anthropic, tokentier_emulator: Emulator
+) -> None:
+    ids = [create(anthropic_client, requests(1, prefix=f"d{i}")).id for i in range(12)]
+    newest_first = ids[::-1]
+    tokentier_emulator.advance(ALL_DONE_S)
+    for gone in (newest_first[3], newest_first[4]):
+        anthropic_client.messages.batches.delete(gone)
+    alive = [i for i in newest_first if i not in (newest_first[3], newest_first[4])]
+    before = tokentier_emulator.calls().get("GET /v1/messages/batches", 0)
+
+    first = anthropic_client.messages.batches.list(limit=3)
+    assert [b.id for b in first.data] == alive[:3] and first.has_more
+    # A deleted batch's id still works as a cursor.
+    after_deleted = anthropic_client.messages.batches.list(limit=3, after_id=newest_first[3])
+    assert [b.id for b in after_deleted.data] == alive[3:6]
+    before_deleted = anthropic_client.messages.batches.list(limit=2, before_id=newest_first[4])
+    assert [b.id for b in before_deleted.data] == alive[1:3] and before_deleted.has_more
+    assert [b.id for b in anthropic_client.messages.batches.list(limit=4)] == alive  # 3 pages
+
+    calls = tokentier_emulator.calls()
+    assert calls["GET /v1/messages/batches"] - before == 3 + 3
+    assert "GET /v1/messages/batches/{id}" not in calls, "listing is not a status poll"
+
+
+def test_list_errors_at_list_error_rate(
+    anthropic_client: anthropic.Anthropic, tokentier_emulator: Emulator
+) -> None:
+    create(anthropic_client, requests(1))
+    tokentier_emulator.configure(list_error_rate=1.0)
+    with pytest.raises(anthropic.OverloadedError):
+        anthropic_client.messages.batches.list()
+    with pytest.raises(anthropic.InternalServerError):
+        anthropic_client.messages.batches.list()
+    tokentier_emulator.configure(list_error_rate=0.0)
+    assert len(anthropic_client.messages.batches.list().data) == 1
+
+
 # -- create validation ------------------------------------------------------------------------------
 
 _PARAMS = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}

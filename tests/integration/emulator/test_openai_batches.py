@@ -402,6 +402,24 @@ def test_list_paging_newest_first(tokentier_emulator) -> None:
         c.batches.list(limit=101)
 
 
+def test_list_pages_of_a_hundred_and_counts_calls(tokentier_emulator) -> None:
+    c = client(tokentier_emulator)
+    f = upload(c, jsonl([chat_line("a")]))
+    ids = [
+        c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h").id
+        for _ in range(230)
+    ]
+    before = tokentier_emulator.calls().get("GET /v1/batches", 0)
+    assert [b.id for b in c.batches.list(limit=100)] == ids[::-1]  # 3 pages: 100, 100, 30
+    assert tokentier_emulator.calls()["GET /v1/batches"] - before == 3
+    middle = c.batches.list(limit=100, after=ids[::-1][99])
+    assert [b.id for b in middle.data] == ids[::-1][100:200] and middle.has_more
+    assert c.batches.list(after="batch_unknown").data == []
+    tokentier_emulator.configure(list_error_rate=1.0)
+    with pytest.raises(openai.InternalServerError):
+        c.batches.list()
+
+
 def test_poll_errors_surface(tokentier_emulator) -> None:
     c = client(tokentier_emulator)
     batch = submit(c, [chat_line("a")])
