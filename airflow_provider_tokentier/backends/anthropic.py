@@ -25,6 +25,7 @@ from airflow_provider_tokentier.backends.base import (
     split_lines,
     stream_result_lines,
 )
+from airflow_provider_tokentier.backends.status_reads import anthropic_status
 from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, ProviderCaps
 from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "anthropic"
 _BATCHES_PATH = "/v1/messages/batches"
-_PHASES = {"in_progress": "running", "canceling": "canceling", "ended": "ended"}
-_COUNT_KEYS = ("processing", "succeeded", "errored", "expired", "canceled")
 
 
 def _timestamp(value: datetime.datetime | str | None) -> float:
@@ -52,19 +51,7 @@ def _timestamp(value: datetime.datetime | str | None) -> float:
 def batch_status(batch: MessageBatch) -> BatchStatus:
     """Normalize an SDK ``MessageBatch``."""
     raw_counts = batch.request_counts.model_dump() if batch.request_counts is not None else {}
-    counts = {key: int(raw_counts.get(key) or 0) for key in _COUNT_KEYS}
-    status = str(batch.processing_status)
-    return BatchStatus(
-        batch_id=batch.id,
-        provider=PROVIDER,
-        status=status,
-        phase=_PHASES.get(status, "running"),
-        ended=status == "ended",
-        total=sum(counts.values()),
-        counts=counts,
-        created_at=_timestamp(batch.created_at),
-        failure=None,
-    )
+    return anthropic_status(batch.id, str(batch.processing_status), raw_counts, _timestamp(batch.created_at))
 
 
 def parse_result_line(line: bytes) -> Iterator[Outcome]:

@@ -26,6 +26,7 @@ from airflow_provider_tokentier.backends.base import (
     stream_result_lines,
     tag_matches,
 )
+from airflow_provider_tokentier.backends.status_reads import OPENAI_ENDED, openai_status
 from airflow_provider_tokentier.core.chunking import OPENAI_CAPS, ProviderCaps
 from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
@@ -35,65 +36,18 @@ from airflow_provider_tokentier.core.result_rows import is_retryable_error
 log = logging.getLogger(__name__)
 
 PROVIDER = "openai"
-_PHASES = {
-    "validating": "validating",
-    "in_progress": "running",
-    "finalizing": "finalizing",
-    "cancelling": "canceling",
-    "completed": "ended",
-    "failed": "ended",
-    "expired": "ended",
-    "cancelled": "ended",
-}
-_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
-# Where the requests a provider never reports on end up in `counts` once the batch has ended.
-_REMAINDER_BUCKET = {
-    "expired": "expired",
-    "cancelled": "canceled",
-    "completed": "errored",
-    "failed": "errored",
-}
-# Shown in BatchStatus.failure; a failed batch can list one error per input line.
-_MAX_FAILURE_ERRORS = 5
+_ENDED = OPENAI_ENDED
 _METADATA_MAX_PAIRS = 16
 _METADATA_MAX_KEY = 64
 _METADATA_MAX_VALUE = 512
 
 
 def batch_status(batch: Batch) -> BatchStatus:
-    """Normalize an SDK ``Batch``.
-
-    OpenAI reports ``total``/``completed``/``failed``; the rest is derived: unfinished requests
-    are ``processing`` while the batch runs, then ``expired``/``canceled`` once it has expired or
-    been cancelled (their lines go to the error file).
-    """
-    status = str(batch.status)
-    ended = status in _ENDED
+    """Normalize an SDK ``Batch`` (see `status_reads.openai_status`)."""
     rc = batch.request_counts
-    total = int(rc.total) if rc is not None else 0
-    succeeded = int(rc.completed) if rc is not None else 0
-    errored = int(rc.failed) if rc is not None else 0
-    remainder = max(total - succeeded - errored, 0)
-    counts = {"processing": 0, "succeeded": succeeded, "errored": errored, "expired": 0, "canceled": 0}
-    counts[_REMAINDER_BUCKET[status] if ended else "processing"] += remainder
-    failure = None
-    if status == "failed":
-        errors = list(batch.errors.data or []) if batch.errors is not None else []
-        parts = [f"{e.code or 'error'}: {e.message or ''}".strip() for e in errors[:_MAX_FAILURE_ERRORS]]
-        if len(errors) > _MAX_FAILURE_ERRORS:
-            parts.append(f"(+{len(errors) - _MAX_FAILURE_ERRORS} more)")
-        failure = "; ".join(parts) or "failed: no error details given"
-    return BatchStatus(
-        batch_id=batch.id,
-        provider=PROVIDER,
-        status=status,
-        phase=_PHASES.get(status, "running"),
-        ended=ended,
-        total=total,
-        counts=counts,
-        created_at=float(batch.created_at),
-        failure=failure,
-    )
+    counts = (int(rc.total), int(rc.completed), int(rc.failed)) if rc is not None else None
+    errors = [(e.code, e.message) for e in (batch.errors.data or [])] if batch.errors is not None else []
+    return openai_status(batch.id, str(batch.status), counts, float(batch.created_at), errors)
 
 
 def _http_error(custom_id: str, status_code: int, body: Any) -> Outcome:

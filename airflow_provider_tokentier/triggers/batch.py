@@ -1,19 +1,38 @@
-"""`BatchTrigger`: one native-async wait over every batch of a round."""
+"""`BatchTrigger`: one native-async wait over every batch of a round.
+
+This module imports nothing heavy: the triggerer imports it on its event loop, so the SDKs and
+the status poller are imported on a worker thread the first time a trigger runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_tokentier.backends import async_batch_backend
-from airflow_provider_tokentier.backends.base import BatchStatus, is_transient_error
 from airflow_provider_tokentier.core.log_format import batch_progress_line
-from airflow_provider_tokentier.hooks.base import provider_hook
+
+if TYPE_CHECKING:
+    from airflow_provider_tokentier.backends.base import BatchStatus
+
+_POLLER_MODULE = "airflow_provider_tokentier.triggers.status_poller"
+
+
+async def _poller_module() -> ModuleType:
+    """The status poller module, imported off the loop (it pulls in both provider SDKs)."""
+    module = _loaded.get(_POLLER_MODULE)
+    if module is None:
+        module = _loaded[_POLLER_MODULE] = await asyncio.to_thread(importlib.import_module, _POLLER_MODULE)
+    return module
+
+
+_loaded: dict[str, ModuleType] = {}
 
 
 class BatchTrigger(BaseTrigger):
@@ -21,13 +40,14 @@ class BatchTrigger(BaseTrigger):
 
     Serialized kwargs hold only ids, times and the ``conn_id`` -- never a secret: Airflow 3
     stores them in clear text. The connection is resolved inside `run`, and every trigger of
-    one connection on the triggerer's loop shares one async SDK client.
+    one connection on the triggerer's loop shares one async SDK client and one status poller
+    (`status_poller.StatusPoller`), which reads list pages for all of them at once.
 
     :param provider: "anthropic" or "openai".
     :param conn_id: Airflow connection id resolved in the triggerer.
     :param batch_ids: the batches to watch (one round of a workload).
-    :param poll_interval: seconds between polls; each wait is jittered by +/-20% so a thousand
-        waits do not poll in lockstep.
+    :param poll_interval: seconds between fresh statuses; the wait wakes sooner when a read
+        shows one of its batches changed. Transient errors back off (jittered, doubling).
     :param deadline: absolute unix time at which the wait ends with a ``deadline`` event, or
         None. Absolute, so a triggerer restart does not restart it.
     :param stuck_after: seconds a batch may sit in finalizing/canceling, or show no progress,
@@ -92,31 +112,44 @@ class BatchTrigger(BaseTrigger):
         )
 
     async def _backend(self) -> Any:
-        client = await provider_hook(self.provider, self.conn_id).get_async_client()
-        return async_batch_backend(self.provider, client)
+        poller = await _poller_module()
+        client = await poller.provider_hook(self.provider, self.conn_id).get_async_client()
+        return poller.async_batch_backend(self.provider, client)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll the batches until one ends, stalls or fails, then yield one event."""
-        backend = await self._backend()
-        watch = _StuckWatch(self.stuck_after)
+        poller = await _poller_module()
+        watch = poller.status_poller(self.provider, self.conn_id).watch(self.batch_ids)
+        try:
+            event = await self._wait(watch, poller.is_transient_error)
+        finally:
+            # On an event, a cancellation (the task was cleared or marked) or a triggerer
+            # shutdown alike: the other waits on the poller keep polling.
+            watch.close()
+        yield event
+
+    async def _wait(self, watch: Any, is_transient_error: Any) -> TriggerEvent:
+        """Follow the statuses until the wait ends; return the event that ends it."""
+        stuck_watch = _StuckWatch(self.stuck_after)
         failures = 0
         last_progress_log = 0.0
         latest: dict[str, BatchStatus] = {}
+        delay = 0.0
         while True:
-            now = time.time()
-            if self.deadline is not None and now >= self.deadline:
-                yield TriggerEvent(self._event("deadline", latest))
-                return
+            if self.deadline is not None and time.time() >= self.deadline:
+                return TriggerEvent(self._event("deadline", latest))
             try:
-                statuses = await asyncio.gather(*(backend.retrieve(b) for b in self.batch_ids))
+                fresh = await self._next(watch, delay)
+            except asyncio.TimeoutError:
+                continue  # the deadline came first
             except Exception as exc:
                 if not is_transient_error(exc):
-                    yield TriggerEvent(
+                    return TriggerEvent(
                         {**self._event("error", latest), "message": f"{type(exc).__name__}: {exc}"}
                     )
-                    return
                 failures += 1
                 delay = min(self.poll_interval * 2 ** min(failures, 6), max(self.poll_interval, 900.0))
+                delay *= random.uniform(0.8, 1.2)
                 self.log.warning(
                     "Transient error polling %s batches (%s: %s); retrying in %.0fs",
                     self.provider,
@@ -124,27 +157,27 @@ class BatchTrigger(BaseTrigger):
                     exc,
                     delay,
                 )
-                await self._sleep(delay)
                 continue
             failures = 0
-            latest = {s.batch_id: s for s in statuses}
+            now = time.time()
+            latest = fresh
+            statuses = [fresh[b] for b in self.batch_ids]
             if all(s.ended for s in statuses):
-                yield TriggerEvent(self._event("ended", latest))
-                return
-            stuck = watch.check(statuses, now)
+                return TriggerEvent(self._event("ended", latest))
+            stuck = stuck_watch.check(statuses, now)
             if stuck is not None:
-                yield TriggerEvent({**self._event("stuck", latest), "message": stuck})
-                return
+                return TriggerEvent({**self._event("stuck", latest), "message": stuck})
             if now - last_progress_log >= self.progress_every:
                 self.log.info(self.progress_line(statuses, now))
                 last_progress_log = now
-            await self._sleep(self.poll_interval)
+            delay = self.poll_interval
 
-    async def _sleep(self, seconds: float) -> None:
-        delay = seconds * random.uniform(0.8, 1.2)
-        if self.deadline is not None:
-            delay = max(0.0, min(delay, self.deadline - time.time()))
-        await asyncio.sleep(delay)
+    async def _next(self, watch: Any, delay: float) -> dict[str, BatchStatus]:
+        """The next statuses from the poller, giving up (TimeoutError) at the deadline."""
+        if self.deadline is None:
+            return await watch.next(delay)
+        left = max(0.0, self.deadline - time.time())
+        return await asyncio.wait_for(watch.next(delay), left)
 
     def _event(self, status: str, latest: dict[str, BatchStatus]) -> dict[str, Any]:
         # Small on purpose: the sensor re-reads details from the provider and its ledger.
