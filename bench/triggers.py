@@ -6,7 +6,13 @@ task that sleeps 10 ms and records how late it wakes up (event-loop lag). After 
 fixed window measures:
 
 * max event-loop lag (ms) during the window (and, separately, during start-up);
-* CPU per poll: the process's CPU time (all threads) / status polls the emulator received.
+* wait-polls: fresh statuses delivered to waits, however they were fetched. For the anchors,
+  which retrieve each batch on its own, that is the status GETs the emulator received; for ours
+  it is what the shared status pollers handed to the waits;
+* provider calls (list pages and retrieves the emulator received) per second and, for ours,
+  per poller cycle;
+* CPU per wait-poll: the process's CPU time (all threads) / wait-polls;
+* how many fresh statuses the least-served wait got in the window, against window / interval.
 
 Contenders: our ``BatchTrigger`` (Anthropic and OpenAI), the official Anthropic provider's
 ``AnthropicBatchTrigger`` and the official OpenAI provider's ``OpenAIBatchTrigger``. The
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
+import gc
 import json
 import logging
 import os
@@ -29,6 +37,7 @@ from typing import Any
 from bench import common
 
 POLL_PATHS = {"anthropic": "GET /v1/messages/batches/{id}", "openai": "GET /v1/batches/{id}"}
+LIST_PATHS = {"anthropic": "GET /v1/messages/batches", "openai": "GET /v1/batches"}
 
 #: contender -> (label, provider)
 CONTENDERS = {
@@ -92,6 +101,7 @@ def run(
     max_warmup: float = 60.0,
     contenders: list[str] | None = None,
     log_http: bool = True,
+    stall_stacks: bool = False,
 ) -> list[dict[str, Any]]:
     contenders = contenders or DEFAULT_CONTENDERS
     rows: list[dict[str, Any]] = []
@@ -120,6 +130,7 @@ def run(
                 "emulator_pid": emulator._process.pid if emulator._process else None,
                 "env": env,
                 "log_http": log_http,
+                "stall_stacks": stall_stacks,
             }
             print(f"  triggers: {label}, {n} waits ...", file=sys.stderr, flush=True)
             result = common.run_child("bench.triggers", config, label=name, timeout=max_warmup + window + 240)
@@ -205,20 +216,116 @@ def _proc_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _OurPollers:
+    """Wait-polls of our triggers: statuses the shared pollers handed to waits, and their cycles."""
+
+    def __init__(self) -> None:
+        from airflow_provider_tokentier.triggers import status_poller
+
+        self._module = status_poller
+
+    def _pollers(self) -> list[Any]:
+        return list(self._module.active_pollers().values())
+
+    def deliveries(self) -> int:
+        return sum(p.deliveries for p in self._pollers())
+
+    def cycles(self) -> int:
+        return sum(p.cycles for p in self._pollers())
+
+    def all_served(self, waits: int) -> bool:
+        watches = [w for p in self._pollers() for w in p.watches()]
+        return len(watches) >= waits and all(w.deliveries for w in watches)
+
+    def per_wait(self) -> dict[int, int]:
+        return {id(w): w.deliveries for p in self._pollers() for w in p.watches()}
+
+
+class _StallSampler:
+    """Diagnostic (``--stall-stacks``): what the loop thread runs whenever it stalls > 40 ms.
+
+    A watcher thread samples the loop thread's stack every 10 ms while the ticker is late;
+    the most frequent stacks (import machinery left out) go to the child's log at the end of
+    start-up. This is how the start-up stalls (connection look-up, lazy imports, GC) were found.
+    """
+
+    def __init__(self, threshold: float = 0.04) -> None:
+        import threading
+
+        self.loop_thread = threading.get_ident()
+        self.beat = time.perf_counter()
+        self.threshold = threshold
+        self.samples: collections.Counter[str] = collections.Counter()
+        threading.Thread(target=self._run, daemon=True, name="bench-stall-sampler").start()
+
+    def _run(self) -> None:
+        import traceback
+
+        while True:
+            time.sleep(0.01)
+            if time.perf_counter() - self.beat <= self.threshold:
+                continue
+            frame = sys._current_frames().get(self.loop_thread)
+            if frame is None:
+                continue
+            stack = [f for f in traceback.extract_stack(frame) if "importlib" not in f.filename]
+            self.samples[" <- ".join(f"{f.filename}:{f.lineno}:{f.name}" for f in reversed(stack[-12:]))] += 1
+
+    def report(self) -> None:
+        for key, count in self.samples.most_common(12):
+            print(f"STALL x{count}: {key}", file=sys.stderr, flush=True)
+        self.samples.clear()
+
+
+class _GcPauses:
+    """The longest garbage-collector pause since the last `take` (a pause stalls the loop too)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._max = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._max = max(self._max, time.perf_counter() - self._started)
+
+    def take(self) -> float:
+        longest, self._max = self._max, 0.0
+        return longest * 1000
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    values = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
 async def _drive(config: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
     name, provider = config["contender"], config["provider"]
     interval, warmup, window = config["poll_interval"], config["warmup"], config["window"]
     admin = httpx.Client(base_url=config["emulator"], timeout=30)
-    poll_path = POLL_PATHS[provider]
+    poll_path, list_path = POLL_PATHS[provider], LIST_PATHS[provider]
 
     # Its own thread: the default executor may be queued up with a contender's blocking polls.
     admin_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-admin")
 
-    async def polls() -> int:
-        def fetch() -> int:
-            return int(admin.get("/_emulator/calls").json().get(poll_path, 0))
+    async def calls() -> tuple[int, int]:
+        """(status retrieves, list calls) the emulator has answered so far."""
+
+        def fetch() -> tuple[int, int]:
+            counts = admin.get("/_emulator/calls").json()
+            return int(counts.get(poll_path, 0)), int(counts.get(list_path, 0))
 
         return await asyncio.get_running_loop().run_in_executor(admin_thread, fetch)
 
@@ -226,8 +333,12 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
     phase = {"name": "startup"}
     lags_in_window: list[float] = []
 
+    stall = _StallSampler() if config.get("stall_stacks") else None
+
     async def ticker() -> None:
         while True:
+            if stall is not None:
+                stall.beat = time.perf_counter()
             before = time.perf_counter()
             await asyncio.sleep(0.010)
             over = time.perf_counter() - before - 0.010
@@ -246,33 +357,45 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
 
     # Built (and their modules imported) before the clock starts: imports are not the loop's work.
     triggers = _make_triggers(name, provider, config["batch_ids"], interval)
+    ours = _OurPollers() if name.startswith("ours-") else None
     if name.endswith("-prebuilt") or config.get("prewarm"):
         # Diagnostic: build the shared client before the waits start, so the figures show the
         # steady state without the start-up cost of building clients.
         from airflow_provider_tokentier.hooks.base import provider_hook
 
         await provider_hook(provider, triggers[0].conn_id).get_async_client()
+    gc_pauses = _GcPauses()
+    if stall is not None:
+        stall.beat = time.perf_counter()
+        stall.samples.clear()
     tick = asyncio.create_task(ticker())
     await asyncio.sleep(0.5)
-    polls_at_start = await polls()
+    rss_before = _rss_mb()[0]
     cpu_start = time.process_time()
     started = time.perf_counter()
-    seen = _PolledBatches(config["batch_ids"])
+    seen = None if ours else _PolledBatches(config["batch_ids"])
     tasks = [asyncio.create_task(consume(t)) for t in triggers]
-    # Warm-up: at least `warmup` seconds AND until every wait has completed a poll (each
+    # Warm-up: at least `warmup` seconds AND until every wait has had a status (each
     # contender's clients are built by then), so the window measures steady-state polling only.
     all_polled_s = None
     while True:
         await asyncio.sleep(0.25)
         elapsed = time.perf_counter() - started
-        if all_polled_s is None and seen.all_seen():
+        done = ours.all_served(len(triggers)) if ours else seen is not None and seen.all_seen()
+        if all_polled_s is None and done:
             all_polled_s = elapsed
-            seen.close()
         if (all_polled_s is not None and elapsed >= warmup) or elapsed >= config["max_warmup"]:
             break
-    seen.close()
+    if seen is not None:
+        seen.close()
+    startup_gc_ms = gc_pauses.take()
+    if stall is not None:
+        stall.report()
     phase["name"] = "between"
-    polls0 = await polls()
+    retrieves0, lists0 = await calls()
+    deliveries0 = ours.deliveries() if ours else 0
+    cycles0 = ours.cycles() if ours else 0
+    per_wait0 = ours.per_wait() if ours else {}
     phase["name"] = "window"
     load = os.getloadavg()[0]
     emu0 = _proc_cpu(config.get("emulator_pid"))
@@ -281,32 +404,52 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
     cpu1, wall1 = time.process_time(), time.perf_counter()
     emu1 = _proc_cpu(config.get("emulator_pid"))
     phase["name"] = "done"
-    polls1 = await polls()
+    window_gc_ms = gc_pauses.take()
+    gc_pauses.close()
+    retrieves1, lists1 = await calls()
+    rss_now, rss_peak = _rss_mb()
+    deliveries = (ours.deliveries() - deliveries0) if ours else retrieves1 - retrieves0
+    cycles = (ours.cycles() - cycles0) if ours else None
+    per_wait = sorted(n - per_wait0.get(k, 0) for k, n in ours.per_wait().items()) if ours else []
     for task in tasks:
         task.cancel()
     tick.cancel()
     await asyncio.gather(*tasks, tick, return_exceptions=True)
     await asyncio.get_running_loop().run_in_executor(admin_thread, admin.close)
     admin_thread.shutdown()
-    window_polls = polls1 - polls0
+    wall = wall1 - wall0
+    provider_calls = (retrieves1 - retrieves0) + (lists1 - lists0)
     cpu = cpu1 - cpu0
     lags_in_window.sort()
     p99 = lags_in_window[int(len(lags_in_window) * 0.99)] if lags_in_window else 0.0
     return {
-        "startup_polls": polls0 - polls_at_start,
         "all_polled_s": all_polled_s,
         "startup_cpu_s": cpu0 - cpu_start,
-        "window_s": wall1 - wall0,
-        "window_polls": window_polls,
-        "polls_per_s": window_polls / (wall1 - wall0),
+        "window_s": wall,
+        "window_polls": deliveries,
+        "polls_per_s": deliveries / wall,
         "expected_polls_per_s": len(triggers) / interval,
+        "provider_calls": provider_calls,
+        "provider_calls_per_s": provider_calls / wall,
+        "list_calls": lists1 - lists0,
+        "cycles": cycles,
+        # Anchors poll every wait on its own: one call per wait per interval.
+        "calls_per_cycle": provider_calls / cycles if cycles else None,
+        "min_polls_per_wait": per_wait[0] if per_wait else None,
+        "median_polls_per_wait": per_wait[len(per_wait) // 2] if per_wait else None,
+        "expected_polls_per_wait": window / interval,
         "cpu_s": cpu,
-        "cpu_share": cpu / (wall1 - wall0),
-        "cpu_ms_per_poll": (cpu * 1000 / window_polls) if window_polls else None,
+        "cpu_share": cpu / wall,
+        "cpu_ms_per_poll": (cpu * 1000 / deliveries) if deliveries else None,
         "max_lag_ms": lag["window"] * 1000,
         "p99_lag_ms": p99 * 1000,
         "startup_max_lag_ms": lag["startup"] * 1000,
-        "emulator_cores": (emu1 - emu0) / (wall1 - wall0) if emu0 is not None and emu1 is not None else None,
+        "startup_max_gc_ms": startup_gc_ms,
+        "window_max_gc_ms": window_gc_ms,
+        "rss_mb": rss_now,
+        "rss_peak_mb": rss_peak,
+        "rss_growth_mb": rss_now - rss_before,
+        "emulator_cores": (emu1 - emu0) / wall if emu0 is not None and emu1 is not None else None,
         "load_1min": load,
         "events": len(events),
         "event_sample": events[:1],
@@ -329,14 +472,21 @@ def child(config: dict[str, Any]) -> None:
 COLUMNS = [
     ("label", "contender"),
     ("waits", "waits"),
-    ("polls_per_s", "polls/s"),
-    ("cpu_ms_per_poll", "CPU ms/poll"),
+    ("polls_per_s", "wait-polls/s"),
+    ("provider_calls_per_s", "provider calls/s"),
+    ("calls_per_cycle", "calls/cycle"),
+    ("min_polls_per_wait", "min polls/wait"),
+    ("expected_polls_per_wait", "polls/wait asked"),
+    ("cpu_ms_per_poll", "CPU ms/wait-poll"),
     ("cpu_share", "CPU (cores)"),
     ("max_lag_ms", "max lag ms"),
     ("p99_lag_ms", "p99 lag ms"),
     ("all_polled_s", "s until all polled once"),
     ("emulator_cores", "emulator CPU (cores)"),
     ("startup_max_lag_ms", "start-up max lag ms"),
+    ("startup_max_gc_ms", "start-up max GC pause ms"),
+    ("rss_peak_mb", "peak RSS MB"),
+    ("load_1min", "load (1 min)"),
 ]
 
 
@@ -357,6 +507,11 @@ def main(argv: list[str]) -> None:
         "--contenders", nargs="*", choices=list(CONTENDERS), help=f"default: {' '.join(DEFAULT_CONTENDERS)}"
     )
     parser.add_argument("--no-http-logs", action="store_true", help="silence per-request SDK log lines")
+    parser.add_argument(
+        "--stall-stacks",
+        action="store_true",
+        help="log the loop thread's stacks while it stalls (diagnostic)",
+    )
     args = parser.parse_args(argv)
     rows = run(
         waits=args.waits,
@@ -368,6 +523,7 @@ def main(argv: list[str]) -> None:
         max_warmup=args.max_warmup,
         contenders=args.contenders,
         log_http=not args.no_http_logs,
+        stall_stacks=args.stall_stacks,
     )
     print(common.format_table(rows, COLUMNS))
     print(json.dumps(rows, indent=1, default=str), file=sys.stderr)

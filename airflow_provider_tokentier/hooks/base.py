@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import weakref
 from collections.abc import Callable
@@ -92,14 +93,6 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
             return self._common_options({})
         return self._common_options(self.options_from_connection(conn))
 
-    async def aclient_options(self) -> dict[str, Any]:
-        """`client_options` for the event loop: the connection is fetched without blocking it."""
-        try:
-            conn = await self.aget_connection(self.conn_id)
-        except AirflowNotFoundException:
-            return self._common_options({})
-        return self._common_options(self.options_from_connection(conn))
-
     def _common_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if self.max_retries is not None:
             options["max_retries"] = self.max_retries
@@ -129,9 +122,8 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         """The async SDK client shared by every trigger of this connection on the running loop.
 
         The pending build itself is cached, not just its result: a thousand triggers starting
-        together must not each build a client (each build blocks the loop ~25 ms setting up
-        TLS, and each would own a connection pool) while the first one is still awaiting the
-        connection.
+        together must not each build a client (each would own a connection pool) while the
+        first one is still awaiting the connection.
         """
         loop = asyncio.get_running_loop()
         per_loop = _ASYNC_CLIENTS.setdefault(loop, {})
@@ -149,7 +141,17 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         return client
 
     async def _build_async_client(self) -> AsyncClientT:
-        return self.build_async_client(await self.aclient_options())
+        # All on a worker thread: the first connection lookup in a process imports much of the
+        # Task SDK (secrets backends, the supervisor's modules), and building a client loads CA
+        # certificates -- together well over 100 ms that would stall the triggerer's loop. The
+        # triggerer's comms serve sync lookups from other threads (its TriggerCommsDecoder.send).
+        return await asyncio.to_thread(self._build_async_client_off_loop)
+
+    def _build_async_client_off_loop(self) -> AsyncClientT:
+        client = self.build_async_client(self.client_options())
+        # The first request would import anyio's asyncio backend on the loop; import it here.
+        importlib.import_module("anyio._backends._asyncio")
+        return client
 
     def build_client(self, options: dict[str, Any]) -> SyncClientT:
         """The sync SDK client for ``options``; each provider hook implements it."""

@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,27 @@ _POLLER_MODULE = "airflow_provider_tokentier.triggers.status_poller"
 
 
 async def _poller_module() -> ModuleType:
-    """The status poller module, imported off the loop (it pulls in both provider SDKs)."""
-    module = _loaded.get(_POLLER_MODULE)
-    if module is None:
-        module = _loaded[_POLLER_MODULE] = await asyncio.to_thread(importlib.import_module, _POLLER_MODULE)
-    return module
+    """The status poller module, imported off the loop (it pulls in both provider SDKs).
+
+    The pending import is shared: a thousand triggers starting together wait for one import.
+    """
+    loop = asyncio.get_running_loop()
+    pending = _importing.get(loop)
+    if pending is None:
+        pending = _importing[loop] = asyncio.ensure_future(
+            asyncio.to_thread(importlib.import_module, _POLLER_MODULE)
+        )
+    try:
+        return await asyncio.shield(pending)
+    except BaseException:
+        if pending.done() and _importing.get(loop) is pending:
+            del _importing[loop]  # let the next trigger try again
+        raise
 
 
-_loaded: dict[str, ModuleType] = {}
+_importing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[ModuleType]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class BatchTrigger(BaseTrigger):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import time
 import weakref
@@ -50,6 +51,10 @@ _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, s
 #: which puts waits of one interval into step after a cycle or two.
 EARLY_SHARE = 0.5
 
+#: Waits woken per loop iteration. Each woken trigger runs its checks (and may log) before the
+#: loop gets back to anything else: a thousand at once would stall it for tens of milliseconds.
+WAKE_SLICE = 20
+
 
 class Watch:
     """One trigger's view of the poller: ``await next(after)`` for its batches' statuses."""
@@ -61,8 +66,12 @@ class Watch:
         self.delivered: dict[str, BatchStatus] = {}
         self.due_at = 0.0
         self.after = 0.0
+        #: When the read behind the last delivery started (the next one is due an interval later).
+        self.read_at: float | None = None
         self.waiter: asyncio.Future[dict[str, BatchStatus]] | None = None
         self.closed = False
+        #: Statuses handed to the trigger so far.
+        self.deliveries = 0
 
     async def next(self, after: float) -> dict[str, BatchStatus]:
         """The statuses of every watched batch, read no later than ``after`` seconds from now.
@@ -85,6 +94,7 @@ class Watch:
 
 def status_poller(provider: str, conn_id: str | None) -> StatusPoller:
     """The poller of ``provider`` and ``conn_id`` on the running loop (created on first use)."""
+    _freeze_startup_heap()
     loop = asyncio.get_running_loop()
     per_loop = _POLLERS.setdefault(loop, {})
     key = (provider, conn_id or "")
@@ -92,6 +102,26 @@ def status_poller(provider: str, conn_id: str | None) -> StatusPoller:
     if poller is None:
         poller = per_loop[key] = StatusPoller(provider, conn_id, forget=lambda: per_loop.pop(key, None))
     return poller
+
+
+_heap_frozen = False
+
+
+def _freeze_startup_heap() -> None:
+    """Move what the process holds before its first wait out of the garbage collector's sight.
+
+    A triggerer holds Airflow, both SDKs and their modules: hundreds of thousands of long-lived
+    objects that every full collection walks again. The allocations of a thousand waits starting
+    set off such collections, and each one stalled the loop for 0.1-0.7 s (measured by
+    `bench.triggers`). `gc.freeze` moves the objects alive now into the permanent generation
+    (what Airflow's dag processor and LocalExecutor do before forking), so later collections
+    walk only what was created since. Once per process.
+    """
+    global _heap_frozen
+    if not _heap_frozen:
+        _heap_frozen = True
+        # No gc.collect() first: that full pass is the very stall this avoids.
+        gc.freeze()
 
 
 def active_pollers() -> dict[tuple[str, str], StatusPoller]:
@@ -121,6 +151,10 @@ class StatusPoller:
         self.deliveries = 0
 
     # -- watches -------------------------------------------------------------------------------
+    def watches(self) -> list[Watch]:
+        """The open watches (for benchmarks and diagnostics)."""
+        return list(self._watches)
+
     def watch(self, batch_ids: Iterable[str]) -> Watch:
         """Follow ``batch_ids`` until the returned watch is closed."""
         watch = Watch(self, batch_ids)
@@ -159,7 +193,7 @@ class StatusPoller:
         if known is not None and watch.delivered and self._changed(watch, known):
             return self._deliver(watch, known)
         watch.after = max(after, 0.0)
-        watch.due_at = time.monotonic() + watch.after
+        watch.due_at = (watch.read_at or time.monotonic()) + watch.after
         watch.waiter = asyncio.get_running_loop().create_future()
         self._wake.set()
         return await watch.waiter
@@ -199,20 +233,30 @@ class StatusPoller:
             fresh, errors = await self._read_listing(reader, wanted)
         else:
             fresh, errors = await self._retrieve(reader, wanted)
+        woken = 0
         for watch in waiting:
-            if watch.waiting:
-                self._answer(watch, watch in served, fresh, errors)
+            if watch.waiting and self._answer(watch, watch in served, fresh, errors, now):
+                woken += 1
+                if woken % WAKE_SLICE == 0:
+                    await asyncio.sleep(0)  # let the woken triggers (and everything else) run
 
-    def _answer(self, watch: Watch, served: bool, fresh: set[str], errors: dict[str, BaseException]) -> None:
+    def _answer(
+        self, watch: Watch, served: bool, fresh: set[str], errors: dict[str, BaseException], read_at: float
+    ) -> bool:
+        """Wake ``watch`` if it asked for this read or its batches changed; True when woken."""
         failed = next((errors[b] for b in watch.batch_ids if b in errors), None)
         if served and failed is not None:
+            watch.read_at = None  # a back-off counts from now
             self._fail(watch, failed)
-            return
+            return True
         snapshot = self._snapshot(watch)
         if snapshot is None:
-            return
+            return False
         if served or (fresh.intersection(watch.batch_ids) and self._changed(watch, snapshot)):
+            watch.read_at = read_at
             self._deliver(watch, snapshot)
+            return True
+        return False
 
     def _pages_to_cover(self) -> int:
         """List pages needed to see every watched batch once (if they are the newest)."""
@@ -258,7 +302,10 @@ class StatusPoller:
                     order.append(record.id)
                     self._store(reader, record)
             last = (page.last_id, page.has_more)
+        # Next cycle reads every page at once, starting from these (the last page needs none).
         self._cursors = order[reader.page_size - 1 :: reader.page_size]
+        if not last[1] and self._cursors and self._cursors[-1] == order[-1]:
+            self._cursors.pop()
         fresh = seen & self._watchers.keys()
         retrieved, errors = await self._retrieve(reader, wanted - seen)
         return fresh | retrieved, errors
@@ -312,6 +359,7 @@ class StatusPoller:
 
     def _deliver(self, watch: Watch, snapshot: dict[str, BatchStatus]) -> dict[str, BatchStatus]:
         watch.delivered = snapshot
+        watch.deliveries += 1
         self.deliveries += 1
         if watch.waiting:
             assert watch.waiter is not None
