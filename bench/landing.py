@@ -283,8 +283,16 @@ def child(config: dict[str, Any]) -> None:
         return
     warm_process()
     call, _where = (_land_ours if ours else _land_commonai)(config)
+    profile_to = os.environ.get("TOKENTIER_BENCH_PROFILE")  # diagnostic: cProfile the measured call
     with common.PeakRSS() as rss, common.cpu_and_wall() as usage:
-        manifest = call()
+        if profile_to:
+            import cProfile
+
+            with cProfile.Profile() as profiler:
+                manifest = call()
+            profiler.dump_stats(f"{profile_to}-{config['contender']}-{config['count']}.prof")
+        else:
+            manifest = call()
     rows, path = _landed_rows(manifest)
     common.write_result(
         config,

@@ -69,10 +69,19 @@ class Usage:
     cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"Usage.{field.name} must be a non-negative int, got {value!r}")
+        # Runs for every landed row: check the plain case (all ints >= 0) in one pass first.
+        values = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+            self.cache_write_1h_tokens,
+        )
+        if not all(type(value) is int and value >= 0 for value in values):
+            for name, value in zip(_USAGE_FIELDS, values, strict=True):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"Usage.{name} must be a non-negative int, got {value!r}")
         if self.cache_write_1h_tokens > self.cache_write_tokens:
             raise ValueError("Usage.cache_write_1h_tokens cannot exceed cache_write_tokens")
 
@@ -97,6 +106,9 @@ class Usage:
             reasoning_tokens=_count(data, "reasoning_tokens"),
             cache_write_1h_tokens=_count(data, "cache_write_1h_tokens"),
         )
+
+
+_USAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Usage))
 
 
 def _count(data: Mapping[str, Any] | None, key: str) -> int:

@@ -12,6 +12,7 @@ retry, a clear or a triggerer restart resumes where the last step ended:
 from __future__ import annotations
 
 import bisect
+import datetime
 import logging
 import os
 from array import array
@@ -191,6 +192,9 @@ class BatchGate:
             return
         tally = ResultTally()
         errors = ErrorSamples()
+        # One pricing day for the whole batch: looking up "today" twice per row cost more than
+        # pricing it, and a batch's rows should not straddle two price lists at midnight.
+        day = datetime.datetime.now(datetime.timezone.utc).date()
         # Batches submitted outside tokentier have no request file: every result is accepted
         # and no "missing" rows can be inferred.
         known_requests = batch.uri is not None
@@ -210,7 +214,7 @@ class BatchGate:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
                 error = make_error(provider, code, f"batch {batch.id} failed: {status.failure}")
                 for custom_id, model in index.unseen():
-                    emit(self._row(custom_id, "errored", model or fallback_model, batch, error=error))
+                    emit(self._row(custom_id, "errored", model or fallback_model, batch, day, error=error))
                 index.mark_all_seen()
             else:
                 for outcome in backend.iter_outcomes(batch.id):
@@ -228,6 +232,7 @@ class BatchGate:
                             outcome.status,
                             outcome.model or requested_model or fallback_model,
                             batch,
+                            day,
                             response=outcome.response,
                             error=outcome.error,
                             usage=outcome.usage if outcome.status == "succeeded" else None,
@@ -237,7 +242,7 @@ class BatchGate:
             for custom_id, model in index.unseen():
                 error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
                 error["retryable"] = True
-                emit(self._row(custom_id, "missing", model or fallback_model, batch, error=error))
+                emit(self._row(custom_id, "missing", model or fallback_model, batch, day, error=error))
         # The error groups ride along for the progress record (the UI never reads outcome files).
         self.ledger.write(f"harvest-{batch.id}", {**tally.snapshot(), "errors": errors.snapshot()})
         partial.rename(target)
@@ -251,6 +256,7 @@ class BatchGate:
         status: str,
         model: str,
         batch: SubmittedBatch,
+        day: datetime.date,
         *,
         response: Mapping[str, Any] | None = None,
         error: Any = None,
@@ -268,6 +274,7 @@ class BatchGate:
             error=error,
             usage=usage,
             prices=self.settings.prices,
+            on=day,
         )
 
     # -- re-batch ------------------------------------------------------------------------------
