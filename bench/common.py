@@ -55,9 +55,12 @@ def run_child(module: str, config: dict[str, Any], *, label: str, timeout: float
     result_path = logs / f"{module.rsplit('.', 1)[-1]}-{safe}.json"
     result_path.unlink(missing_ok=True)
     config = {**config, "result_path": str(result_path)}
+    # Through a file: 10,000 batch ids would pass the kernel's limit on one argument.
+    config_path = logs / f"{module.rsplit('.', 1)[-1]}-{safe}.config.json"
+    config_path.write_text(json.dumps(config))
     with log_path.open("wb") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", module, "--child", json.dumps(config)],
+            [sys.executable, "-m", module, "--child", f"@{config_path}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             timeout=timeout,
@@ -73,7 +76,8 @@ def run_child(module: str, config: dict[str, Any], *, label: str, timeout: float
 def child_config(argv: Sequence[str]) -> dict[str, Any] | None:
     """The config passed with ``--child``, or None when the module runs as the parent."""
     if len(argv) >= 2 and argv[0] == "--child":
-        config: dict[str, Any] = json.loads(argv[1])
+        text = Path(argv[1][1:]).read_text() if argv[1].startswith("@") else argv[1]
+        config: dict[str, Any] = json.loads(text)
         return config
     return None
 

@@ -99,9 +99,11 @@ def openai_status(
 
 
 # -- wire shapes: only the fields a status needs; everything else is skipped unparsed ------------
+# gc=False: the records hold only scalars and each other, so they cannot form reference cycles;
+# the garbage collector need not walk the thousands a poller keeps between reads.
 
 
-class _AnthropicCounts(msgspec.Struct, frozen=True):
+class _AnthropicCounts(msgspec.Struct, frozen=True, gc=False):
     processing: int | None = 0
     succeeded: int | None = 0
     errored: int | None = 0
@@ -109,7 +111,7 @@ class _AnthropicCounts(msgspec.Struct, frozen=True):
     expired: int | None = 0
 
 
-class _AnthropicBatch(msgspec.Struct, frozen=True):
+class _AnthropicBatch(msgspec.Struct, frozen=True, gc=False):
     id: str
     processing_status: str
     created_at: str | None = None
@@ -120,22 +122,22 @@ class _AnthropicBatch(msgspec.Struct, frozen=True):
         return anthropic_status(self.id, self.processing_status, counts, _rfc3339(self.created_at))
 
 
-class _OpenAICounts(msgspec.Struct, frozen=True):
+class _OpenAICounts(msgspec.Struct, frozen=True, gc=False):
     total: int = 0
     completed: int = 0
     failed: int = 0
 
 
-class _OpenAIError(msgspec.Struct, frozen=True):
+class _OpenAIError(msgspec.Struct, frozen=True, gc=False):
     code: str | None = None
     message: str | None = None
 
 
-class _OpenAIErrors(msgspec.Struct, frozen=True):
+class _OpenAIErrors(msgspec.Struct, frozen=True, gc=False):
     data: list[_OpenAIError] | None = None
 
 
-class _OpenAIBatch(msgspec.Struct, frozen=True):
+class _OpenAIBatch(msgspec.Struct, frozen=True, gc=False):
     id: str
     status: str
     created_at: float = 0.0
@@ -149,13 +151,13 @@ class _OpenAIBatch(msgspec.Struct, frozen=True):
         return openai_status(self.id, self.status, counts, self.created_at, errors)
 
 
-class _AnthropicPage(msgspec.Struct):
+class _AnthropicPage(msgspec.Struct, gc=False):
     data: list[_AnthropicBatch]
     has_more: bool = False
     last_id: str | None = None
 
 
-class _OpenAIPage(msgspec.Struct):
+class _OpenAIPage(msgspec.Struct, gc=False):
     data: list[_OpenAIBatch]
     has_more: bool = False
     last_id: str | None = None
