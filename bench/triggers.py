@@ -241,6 +241,38 @@ class _OurPollers:
         return {id(w): w.deliveries for p in self._pollers() for w in p.watches()}
 
 
+class _LagMeter:
+    """A ticker that sleeps 10 ms and records how late it wakes up, per phase of the run."""
+
+    def __init__(self, stall: _StallSampler | None) -> None:
+        self.stall = stall
+        self.phase = "startup"
+        self.worst = {"startup": 0.0, "window": 0.0}
+        self.in_window: list[float] = []
+
+    async def tick(self) -> None:
+        while True:
+            if self.stall is not None:
+                self.stall.beat = time.perf_counter()
+            before = time.perf_counter()
+            await asyncio.sleep(0.010)
+            over = time.perf_counter() - before - 0.010
+            if self.phase in self.worst:
+                self.worst[self.phase] = max(self.worst[self.phase], over)
+                if self.phase == "window":
+                    self.in_window.append(over)
+
+    def restart(self) -> None:
+        """Forget the stalls seen so far (module imports before the clock are not measured)."""
+        if self.stall is not None:
+            self.stall.beat = time.perf_counter()
+            self.stall.samples.clear()
+
+    def p99_window(self) -> float:
+        lags = sorted(self.in_window)
+        return lags[int(len(lags) * 0.99)] if lags else 0.0
+
+
 class _StallSampler:
     """Diagnostic (``--stall-stacks``): what the loop thread runs whenever it stalls > 40 ms.
 
@@ -309,44 +341,76 @@ def _rss_mb() -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+class _EmulatorCalls:
+    """The emulator's status-call counters, read on a thread of their own (the default
+    executor may be queued up with a contender's blocking polls)."""
+
+    def __init__(self, base_url: str, provider: str) -> None:
+        import httpx
+
+        self._admin = httpx.Client(base_url=base_url, timeout=30)
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-admin")
+        self._paths = POLL_PATHS[provider], LIST_PATHS[provider]
+
+    def _fetch(self) -> tuple[int, int]:
+        counts = self._admin.get("/_emulator/calls").json()
+        return int(counts.get(self._paths[0], 0)), int(counts.get(self._paths[1], 0))
+
+    async def calls(self) -> tuple[int, int]:
+        """(status retrieves, list calls) the emulator has answered so far."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._fetch)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._admin.close)
+        self._thread.shutdown()
+
+
+async def _prebuild_client(provider: str, conn_id: str) -> None:
+    """Diagnostic: build the shared client before the waits start, so the figures show the
+    steady state without the start-up cost of building clients."""
+    from airflow_provider_tokentier.hooks.base import provider_hook
+
+    await provider_hook(provider, conn_id).get_async_client()
+
+
+async def _warm_up(
+    started: float, ours: _OurPollers | None, seen: Any, waits: int, warmup: float, max_warmup: float
+) -> float | None:
+    """At least ``warmup`` seconds AND until every wait has had a status (each contender's clients
+    are built by then), so the window measures steady-state polling only; when that took."""
+    all_polled_s = None
+    while True:
+        await asyncio.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        done = ours.all_served(waits) if ours else seen is not None and seen.all_seen()
+        if all_polled_s is None and done:
+            all_polled_s = elapsed
+        if (all_polled_s is not None and elapsed >= warmup) or elapsed >= max_warmup:
+            break
+    if seen is not None:
+        seen.close()
+    return all_polled_s
+
+
+async def _counters(calls: Any, ours: _OurPollers | None) -> dict[str, Any]:
+    """The emulator's status-call counters and, for ours, the pollers' own."""
+    retrieves, lists = await calls()
+    return {
+        "retrieves": retrieves,
+        "lists": lists,
+        "deliveries": ours.deliveries() if ours else 0,
+        "cycles": ours.cycles() if ours else 0,
+        "per_wait": ours.per_wait() if ours else {},
+    }
+
+
 async def _drive(config: dict[str, Any]) -> dict[str, Any]:
-    import httpx
 
     name, provider = config["contender"], config["provider"]
     interval, warmup, window = config["poll_interval"], config["warmup"], config["window"]
-    admin = httpx.Client(base_url=config["emulator"], timeout=30)
-    poll_path, list_path = POLL_PATHS[provider], LIST_PATHS[provider]
-
-    # Its own thread: the default executor may be queued up with a contender's blocking polls.
-    admin_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-admin")
-
-    async def calls() -> tuple[int, int]:
-        """(status retrieves, list calls) the emulator has answered so far."""
-
-        def fetch() -> tuple[int, int]:
-            counts = admin.get("/_emulator/calls").json()
-            return int(counts.get(poll_path, 0)), int(counts.get(list_path, 0))
-
-        return await asyncio.get_running_loop().run_in_executor(admin_thread, fetch)
-
-    lag = {"startup": 0.0, "window": 0.0}
-    phase = {"name": "startup"}
-    lags_in_window: list[float] = []
-
-    stall = _StallSampler() if config.get("stall_stacks") else None
-
-    async def ticker() -> None:
-        while True:
-            if stall is not None:
-                stall.beat = time.perf_counter()
-            before = time.perf_counter()
-            await asyncio.sleep(0.010)
-            over = time.perf_counter() - before - 0.010
-            key = phase["name"]
-            if key in lag:
-                lag[key] = max(lag[key], over)
-                if key == "window":
-                    lags_in_window.append(over)
+    emulator = _EmulatorCalls(config["emulator"], provider)
+    meter = _LagMeter(_StallSampler() if config.get("stall_stacks") else None)
+    stall = meter.stall
 
     events: list[dict[str, Any]] = []
 
@@ -359,69 +423,46 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
     triggers = _make_triggers(name, provider, config["batch_ids"], interval)
     ours = _OurPollers() if name.startswith("ours-") else None
     if name.endswith("-prebuilt") or config.get("prewarm"):
-        # Diagnostic: build the shared client before the waits start, so the figures show the
-        # steady state without the start-up cost of building clients.
-        from airflow_provider_tokentier.hooks.base import provider_hook
-
-        await provider_hook(provider, triggers[0].conn_id).get_async_client()
+        await _prebuild_client(provider, triggers[0].conn_id)
     gc_pauses = _GcPauses()
-    if stall is not None:
-        stall.beat = time.perf_counter()
-        stall.samples.clear()
-    tick = asyncio.create_task(ticker())
+    meter.restart()
+    tick = asyncio.create_task(meter.tick())
     await asyncio.sleep(0.5)
     rss_before = _rss_mb()[0]
     cpu_start = time.process_time()
     started = time.perf_counter()
     seen = None if ours else _PolledBatches(config["batch_ids"])
     tasks = [asyncio.create_task(consume(t)) for t in triggers]
-    # Warm-up: at least `warmup` seconds AND until every wait has had a status (each
-    # contender's clients are built by then), so the window measures steady-state polling only.
-    all_polled_s = None
-    while True:
-        await asyncio.sleep(0.25)
-        elapsed = time.perf_counter() - started
-        done = ours.all_served(len(triggers)) if ours else seen is not None and seen.all_seen()
-        if all_polled_s is None and done:
-            all_polled_s = elapsed
-        if (all_polled_s is not None and elapsed >= warmup) or elapsed >= config["max_warmup"]:
-            break
-    if seen is not None:
-        seen.close()
+    all_polled_s = await _warm_up(started, ours, seen, len(triggers), warmup, config["max_warmup"])
     startup_gc_ms = gc_pauses.take()
     if stall is not None:
         stall.report()
-    phase["name"] = "between"
-    retrieves0, lists0 = await calls()
-    deliveries0 = ours.deliveries() if ours else 0
-    cycles0 = ours.cycles() if ours else 0
-    per_wait0 = ours.per_wait() if ours else {}
-    phase["name"] = "window"
+    meter.phase = "between"
+    before = await _counters(emulator.calls, ours)
+    meter.phase = "window"
     load = os.getloadavg()[0]
     emu0 = _proc_cpu(config.get("emulator_pid"))
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(window)
     cpu1, wall1 = time.process_time(), time.perf_counter()
     emu1 = _proc_cpu(config.get("emulator_pid"))
-    phase["name"] = "done"
+    meter.phase = "done"
     window_gc_ms = gc_pauses.take()
     gc_pauses.close()
-    retrieves1, lists1 = await calls()
+    after = await _counters(emulator.calls, ours)
     rss_now, rss_peak = _rss_mb()
-    deliveries = (ours.deliveries() - deliveries0) if ours else retrieves1 - retrieves0
-    cycles = (ours.cycles() - cycles0) if ours else None
-    per_wait = sorted(n - per_wait0.get(k, 0) for k, n in ours.per_wait().items()) if ours else []
+    lists = after["lists"] - before["lists"]
+    provider_calls = after["retrieves"] - before["retrieves"] + lists
+    deliveries = (after["deliveries"] - before["deliveries"]) if ours else provider_calls
+    cycles = (after["cycles"] - before["cycles"]) if ours else None
+    per_wait = sorted(n - before["per_wait"].get(k, 0) for k, n in after["per_wait"].items())
     for task in tasks:
         task.cancel()
     tick.cancel()
     await asyncio.gather(*tasks, tick, return_exceptions=True)
-    await asyncio.get_running_loop().run_in_executor(admin_thread, admin.close)
-    admin_thread.shutdown()
+    await emulator.close()
     wall = wall1 - wall0
-    provider_calls = (retrieves1 - retrieves0) + (lists1 - lists0)
     cpu = cpu1 - cpu0
-    lags_in_window.sort()
-    p99 = lags_in_window[int(len(lags_in_window) * 0.99)] if lags_in_window else 0.0
     return {
         "all_polled_s": all_polled_s,
         "startup_cpu_s": cpu0 - cpu_start,
@@ -431,7 +472,7 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
         "expected_polls_per_s": len(triggers) / interval,
         "provider_calls": provider_calls,
         "provider_calls_per_s": provider_calls / wall,
-        "list_calls": lists1 - lists0,
+        "list_calls": lists,
         "cycles": cycles,
         # Anchors poll every wait on its own: one call per wait per interval.
         "calls_per_cycle": provider_calls / cycles if cycles else None,
@@ -441,9 +482,9 @@ async def _drive(config: dict[str, Any]) -> dict[str, Any]:
         "cpu_s": cpu,
         "cpu_share": cpu / wall,
         "cpu_ms_per_poll": (cpu * 1000 / deliveries) if deliveries else None,
-        "max_lag_ms": lag["window"] * 1000,
-        "p99_lag_ms": p99 * 1000,
-        "startup_max_lag_ms": lag["startup"] * 1000,
+        "max_lag_ms": meter.worst["window"] * 1000,
+        "p99_lag_ms": meter.p99_window() * 1000,
+        "startup_max_lag_ms": meter.worst["startup"] * 1000,
         "startup_max_gc_ms": startup_gc_ms,
         "window_max_gc_ms": window_gc_ms,
         "rss_mb": rss_now,
