@@ -225,6 +225,7 @@ class AnthropicStatusReader:
         self._client = client
 
     async def page(self, after: str | None) -> StatusPage:
+        """The page of batches created just before ``after`` (newest first)."""
         params: dict[str, Any] = {"limit": self.page_size}
         if after is not None:
             params["after_id"] = after
@@ -233,10 +234,12 @@ class AnthropicStatusReader:
         return StatusPage(page.data, page.last_id, page.has_more)
 
     async def retrieve(self, batch_id: str) -> Any:
+        """One batch's raw record."""
         raw = await self._client.get(f"/v1/messages/batches/{batch_id}", cast_to=bytes)
         return self._batch_decoder.decode(raw)
 
     def status(self, record: Any) -> BatchStatus:
+        """The normalized status of a raw record."""
         return record.status()
 
 
@@ -252,6 +255,7 @@ class OpenAIStatusReader:
         self._client = client
 
     async def page(self, after: str | None) -> StatusPage:
+        """The page of batches created just before ``after`` (newest first)."""
         params: dict[str, Any] = {"limit": self.page_size}
         if after is not None:
             params["after"] = after
@@ -260,10 +264,12 @@ class OpenAIStatusReader:
         return StatusPage(page.data, page.last_id, page.has_more)
 
     async def retrieve(self, batch_id: str) -> Any:
+        """One batch's raw record."""
         raw = await self._client.get(f"/batches/{batch_id}", cast_to=bytes)
         return self._batch_decoder.decode(raw)
 
     def status(self, record: Any) -> BatchStatus:
+        """The normalized status of a raw record."""
         return record.status_of()
 
 

@@ -89,6 +89,7 @@ class Watch:
 
     @property
     def waiting(self) -> bool:
+        """Whether the trigger is awaiting its next statuses."""
         return self.waiter is not None and not self.waiter.done()
 
 
@@ -167,6 +168,7 @@ class StatusPoller:
         return watch
 
     def leave(self, watch: Watch) -> None:
+        """Forget ``watch`` (see `Watch.close`); stop and forget the poller when it was the last."""
         if watch not in self._watches:
             return
         self._watches.discard(watch)
@@ -187,6 +189,7 @@ class StatusPoller:
         self._wake.set()
 
     async def wait(self, watch: Watch, after: float) -> dict[str, BatchStatus]:
+        """What `Watch.next` does: statuses read no later than ``after`` seconds from now."""
         if watch.closed:
             raise RuntimeError("this watch is closed")
         known = self._snapshot(watch)
@@ -267,8 +270,10 @@ class StatusPoller:
     async def _read_listing(
         self, reader: StatusReader, wanted: set[str]
     ) -> tuple[set[str], dict[str, BaseException]]:
-        """Read list pages until every wanted batch showed up (or the budget is spent), then
-        retrieve the ones still missing."""
+        """Read list pages until every wanted batch showed up (or the budget is spent).
+
+        The watched batches the pages did not show are retrieved one by one.
+        """
         budget = self._pages_to_cover() + 1
         starts: list[str | None] = [None, *self._cursors[: budget - 1]]
         seen: set[str] = set()

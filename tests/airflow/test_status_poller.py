@@ -146,7 +146,8 @@ def test_waits_of_different_connections_never_share_a_poller(emulator, monkeypat
     default, other = pollers[("anthropic", "anthropic_default")], pollers[("anthropic", "anthropic_other")]
     assert default is not other
     assert default._reader._client is not other._reader._client
-    assert default.deliveries >= 1 and other.deliveries >= 1
+    assert default.deliveries >= 1
+    assert other.deliveries >= 1
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])
@@ -187,5 +188,6 @@ def test_an_unknown_batch_ends_only_its_own_wait(emulator, provider):
         return lost, still
 
     lost, still = asyncio.run(scenario())
-    assert lost["status"] == "error" and ("NotFound" in lost["message"] or "404" in lost["message"])
+    assert lost["status"] == "error"
+    assert "NotFound" in lost["message"] or "404" in lost["message"]
     assert all(still)

@@ -424,12 +424,14 @@ def test_list_skips_deleted_batches_keeps_their_cursors_and_counts_calls(
     before = tokentier_emulator.calls().get("GET /v1/messages/batches", 0)
 
     first = anthropic_client.messages.batches.list(limit=3)
-    assert [b.id for b in first.data] == alive[:3] and first.has_more
+    assert [b.id for b in first.data] == alive[:3]
+    assert first.has_more
     # A deleted batch's id still works as a cursor.
     after_deleted = anthropic_client.messages.batches.list(limit=3, after_id=newest_first[3])
     assert [b.id for b in after_deleted.data] == alive[3:6]
     before_deleted = anthropic_client.messages.batches.list(limit=2, before_id=newest_first[4])
-    assert [b.id for b in before_deleted.data] == alive[1:3] and before_deleted.has_more
+    assert [b.id for b in before_deleted.data] == alive[1:3]
+    assert before_deleted.has_more
     assert [b.id for b in anthropic_client.messages.batches.list(limit=4)] == alive  # 3 pages
 
     calls = tokentier_emulator.calls()

@@ -413,7 +413,8 @@ def test_list_pages_of_a_hundred_and_counts_calls(tokentier_emulator) -> None:
     assert [b.id for b in c.batches.list(limit=100)] == ids[::-1]  # 3 pages: 100, 100, 30
     assert tokentier_emulator.calls()["GET /v1/batches"] - before == 3
     middle = c.batches.list(limit=100, after=ids[::-1][99])
-    assert [b.id for b in middle.data] == ids[::-1][100:200] and middle.has_more
+    assert [b.id for b in middle.data] == ids[::-1][100:200]
+    assert middle.has_more
     assert c.batches.list(after="batch_unknown").data == []
     tokentier_emulator.configure(list_error_rate=1.0)
     with pytest.raises(openai.InternalServerError):
