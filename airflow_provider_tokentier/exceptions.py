@@ -1,9 +1,10 @@
 """Every error tokentier raises on purpose, under one base: `TokentierError`.
 
 ``except TokentierError`` catches them all. Each also keeps the base its callers relied on before:
-bad input is a ``ValueError`` (`RequestValidationError`, `NonFlexModelError`, `LocalStateError`),
-a state that refuses to go on is a ``RuntimeError`` (`WorkloadChangedError`, `AmbiguousSubmissionError`,
-`BatchNotEndedError`), and the two errors a waiting task fails with are ``AirflowException`` s
+bad input is a ``ValueError`` (`RequestValidationError`, `NonFlexModelError`, `LocalStateError`,
+`BudgetExceededError`), a state that refuses to go on is a ``RuntimeError`` (`WorkloadChangedError`,
+`AmbiguousSubmissionError`, `BatchNotEndedError`, `SubmitNotSentError`, `UnreadableResultsError`),
+and the two errors a waiting task fails with are ``AirflowException`` s
 (`PartialResultsError`, `BatchStuckError`), which Airflow reports without a traceback.
 
 Where they live: the pure and SDK layers may not import Airflow, so their errors and the base are
@@ -19,11 +20,14 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_provider_tokentier.core.errors import (
     AmbiguousSubmissionError,
     BatchNotEndedError,
+    BudgetExceededError,
     LocalStateError,
     NonFlexModelError,
     RequestValidationError,
     SchemaVersionError,
+    SubmitNotSentError,
     TokentierError,
+    UnreadableResultsError,
     WorkloadChangedError,
 )
 
@@ -40,11 +44,14 @@ __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
     "BatchStuckError",
+    "BudgetExceededError",
     "LocalStateError",
     "NonFlexModelError",
     "PartialResultsError",
     "RequestValidationError",
     "SchemaVersionError",
+    "SubmitNotSentError",
     "TokentierError",
+    "UnreadableResultsError",
     "WorkloadChangedError",
 ]

@@ -17,6 +17,8 @@ from airflow_provider_tokentier.backends.base import (
     BatchStatus,
     Outcome,
     call_with_retry,
+    checked_usage,
+    create_batch_once,
     error_dict,
     is_transient_error,
     is_transient_status,
@@ -31,6 +33,7 @@ from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import usage_from_anthropic
 from airflow_provider_tokentier.core.result_rows import is_retryable_error
+from airflow_provider_tokentier.core.wire_ids import rewrite_line
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
                 custom_id=custom_id,
                 status="succeeded",
                 response=message,
-                usage=usage_from_anthropic(message["usage"]),
+                usage=checked_usage(usage_from_anthropic(message["usage"])),
                 model=model if isinstance(model, str) else None,
             )
         elif kind == "errored":
@@ -120,19 +123,21 @@ class _RequestsBody:
     holds more than about one read chunk in memory. One scan counts the requests and fixes the
     exact length; a canonical file (every line one JSON object, newline-terminated, no blank
     lines -- what tokentier writes) is then sent block by block with newlines turned into
-    commas, and any other file line by line.
+    commas, and any other file line by line. With an ``id_scope`` every line is sent with its
+    task-scoped wire custom_id (:func:`core.wire_ids.rewrite_line`), line by line.
     """
 
     _HEAD = b'{"requests":['
     _TAIL = b"]}"
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, id_scope: str | None = None) -> None:
         self._path = path
-        self._canonical = True
+        self._scope = id_scope
+        self._canonical = id_scope is None
         newlines = size = 0
         with path.open("rb") as handle:
             previous = b"\n"
-            while block := handle.read(READ_CHUNK_SIZE):
+            while self._canonical and (block := handle.read(READ_CHUNK_SIZE)):
                 size += len(block)
                 newlines += block.count(b"\n")
                 if self._canonical and _BLANK_LINE.search(previous + block):
@@ -152,8 +157,9 @@ class _RequestsBody:
 
     def _lines(self) -> Iterator[bytes]:
         with self._path.open("rb") as handle:
-            for line in split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b"")):
-                yield line.strip()
+            lines = split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b""))
+            for index, line in enumerate(lines):
+                yield line.strip() if self._scope is None else rewrite_line(line.strip(), self._scope, index)
 
     def content_length(self) -> int:
         """Exact body size, so the request is sent with Content-Length rather than chunked."""
@@ -201,6 +207,7 @@ class AnthropicBatchBackend:
     """
 
     provider = PROVIDER
+    uses_wire_ids = True
 
     def __init__(self, client: anthropic.Anthropic) -> None:
         self._client = client
@@ -217,31 +224,40 @@ class AnthropicBatchBackend:
         request_count: int,
         tag: dict[str, str],
         endpoint: str | None = None,
+        id_scope: str | None = None,
     ) -> str:
         """Create a batch from a JSONL file of ``{"custom_id", "params"}`` lines; return its id.
 
-        The body is streamed from the file through the SDK's own ``post`` (auth, headers and
-        retries kept), so memory stays flat whatever the batch size. Message Batches carry no
-        metadata: ``tag`` is not sent (recovery uses ``created_at`` and the request count), and
-        ``endpoint`` is ignored.
+        The body is streamed from the file through the SDK's own ``post`` (auth and headers
+        kept), so memory stays flat whatever the batch size. Message Batches carry no metadata:
+        ``tag`` is not sent (recovery uses ``created_at`` and the request count), and ``endpoint``
+        is ignored. With ``id_scope`` the custom_ids go out task-scoped, so the results (and a
+        batch found again after a lost submission) can be tied to this chunk. Retries are
+        counted here (:func:`create_batch_once`): a call that provably never created a batch
+        raises :class:`SubmitNotSentError`.
         """
-        body = _RequestsBody(pathlib.Path(chunk_path))
+        body = _RequestsBody(pathlib.Path(chunk_path), id_scope)
         if body.request_count != request_count:
             raise ValueError(
                 f"{chunk_path} holds {body.request_count} request lines, but request_count={request_count}"
             )
         if body.request_count == 0:
             raise ValueError(f"{chunk_path} holds no requests")
-        batch = self._client.post(
-            _BATCHES_PATH,
-            cast_to=MessageBatch,
-            content=body,
-            options={
-                "headers": {
-                    "Content-Type": "application/json",
-                    "Content-Length": str(body.content_length()),
-                }
-            },
+        client = self._client.with_options(max_retries=0)
+        batch = create_batch_once(
+            lambda: client.post(
+                _BATCHES_PATH,
+                cast_to=MessageBatch,
+                content=body,
+                options={
+                    "headers": {
+                        "Content-Type": "application/json",
+                        "Content-Length": str(body.content_length()),
+                    }
+                },
+            ),
+            attempts=self._client.max_retries + 1,
+            what=f"creating an anthropic batch from {chunk_path}",
         )
         return batch.id
 

@@ -22,6 +22,8 @@ import openai
 import tenacity
 
 from airflow_provider_tokentier.core.chunking import ProviderCaps
+from airflow_provider_tokentier.core.errors import SubmitNotSentError, UnreadableResultsError
+from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import Usage
 
 log = logging.getLogger(__name__)
@@ -111,9 +113,28 @@ class Outcome:
     model: str | None = None
 
 
+#: Longest error message kept in a result row; providers (or proxies) can send megabytes.
+MAX_ERROR_MESSAGE = 2000
+
+
 def error_dict(error_type: str, message: str, *, retryable: bool) -> dict[str, Any]:
-    """Build the result-row ``error`` object."""
-    return {"type": error_type, "message": message, "retryable": retryable}
+    """Build the result-row ``error`` object, its message cut to :data:`MAX_ERROR_MESSAGE` characters."""
+    return {"type": error_type[:200], "message": clip_message(message), "retryable": retryable}
+
+
+def clip_message(message: str) -> str:
+    """``message`` cut to :data:`MAX_ERROR_MESSAGE` characters, saying how much was cut."""
+    if len(message) <= MAX_ERROR_MESSAGE:
+        return message
+    return f"{message[:MAX_ERROR_MESSAGE]}... [{len(message) - MAX_ERROR_MESSAGE} more characters cut]"
+
+
+def checked_usage(usage: Usage) -> Usage:
+    """``usage`` itself; a negative token count (a report no provider bills) raises ValueError."""
+    negative = {name: value for name, value in dataclasses.asdict(usage).items() if value < 0}
+    if negative:
+        raise ValueError(f"usage reports negative token counts {negative}")
+    return usage
 
 
 def malformed_outcomes(raw: bytes, reason: str, provider: str) -> Iterator[Outcome]:
@@ -234,7 +255,7 @@ def stream_result_lines(
             )
             skip = yielded
             try:
-                for line in split_lines(response.iter_bytes(READ_CHUNK_SIZE)):
+                for line in _checked_lines(response.iter_bytes(READ_CHUNK_SIZE), what):
                     if skip:
                         skip -= 1
                         continue
@@ -246,6 +267,88 @@ def stream_result_lines(
                 if not is_transient(exc) or failures >= attempts:
                     raise
                 log.warning("%s: stream broke after %d lines (%r); resuming", what, yielded, exc)
+
+
+def provably_not_created(exc: BaseException) -> bool:
+    """True when ``exc`` proves the call created nothing: no connection, or a definite 4xx.
+
+    A timeout, a dropped connection after sending, a 5xx, a 408 or a 409 prove nothing: the
+    provider may have created the batch before the answer was lost.
+    """
+    if isinstance(exc, (anthropic.APITimeoutError, openai.APITimeoutError)):
+        return False
+    if isinstance(exc, (anthropic.APIConnectionError, openai.APIConnectionError)):
+        return isinstance(exc.__cause__, httpx2.ConnectError)
+    if isinstance(exc, (anthropic.APIStatusError, openai.APIStatusError)):
+        return 400 <= exc.status_code < 500 and exc.status_code not in (408, 409)
+    return False
+
+
+def create_batch_once(call: Callable[[], _T], *, attempts: int, what: str) -> _T:
+    """Run a batch-creating call (made with the SDK's own retries off) with bounded retries.
+
+    Transient failures are retried with jittered backoff, as the SDK would; in addition this
+    tracks whether any attempt could have reached the provider. When none could, the failure
+    is raised as :class:`SubmitNotSentError` (from the last SDK error).
+    """
+    all_unsent = True
+
+    def attempt() -> _T:
+        nonlocal all_unsent
+        try:
+            return call()
+        except Exception as exc:
+            all_unsent = all_unsent and provably_not_created(exc)
+            raise
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, attempts)),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5),
+        retry=tenacity.retry_if_exception(is_transient_error),
+        before_sleep=lambda state: log.warning(
+            "%s: retrying after %r", what, state.outcome.exception() if state.outcome else None
+        ),
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except Exception as exc:
+        if all_unsent:
+            raise SubmitNotSentError(f"{what} created no batch: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _checked_lines(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
+    """The lines of one download, refusing a body that is not JSONL or that was cut mid-line.
+
+    The first line must open a JSON object (an HTML error page does not); a last line without
+    its newline must parse (a body cut short does not). The last line is held back until the
+    body ends so a cut one is never passed on.
+    """
+    ends_with_newline = True
+
+    def tracked() -> Iterator[bytes]:
+        nonlocal ends_with_newline
+        for chunk in chunks:
+            if chunk:
+                ends_with_newline = chunk.endswith(b"\n")
+                yield chunk
+
+    held: bytes | None = None
+    for line in split_lines(tracked()):
+        if held is None and not line.lstrip().startswith(b"{"):
+            raise UnreadableResultsError(f"{what}: the body is not JSONL (it starts {line[:60]!r})")
+        if held is not None:
+            yield held
+        held = line
+    if held is None:
+        return
+    if not ends_with_newline:
+        try:
+            loads_line(held)
+        except ValueError:
+            raise UnreadableResultsError(f"{what}: the body ends in the middle of a line") from None
+    yield held
 
 
 def is_transport_error(exc: BaseException) -> bool:
@@ -261,9 +364,13 @@ def is_transient_error(exc: BaseException) -> bool:
     """
     if isinstance(exc, (anthropic.APIStatusError, openai.APIStatusError)):
         return is_transient_status(exc.status_code)
-    return isinstance(
-        exc, (anthropic.APIConnectionError, openai.APIConnectionError, asyncio.TimeoutError)
-    ) or is_transport_error(exc)
+    transient_types = (
+        anthropic.APIConnectionError,
+        openai.APIConnectionError,
+        asyncio.TimeoutError,
+        UnreadableResultsError,
+    )
+    return isinstance(exc, transient_types) or is_transport_error(exc)
 
 
 def tag_matches(metadata: dict[str, Any] | None, tag: dict[str, str]) -> bool:
@@ -278,6 +385,8 @@ class BatchBackend(Protocol):
     """A synchronous batch adapter for one provider (used by operators and workers)."""
 
     provider: str
+    #: Whether ``submit(id_scope=...)`` sends task-scoped custom_ids (results then carry them).
+    uses_wire_ids: bool
 
     @property
     def limits(self) -> ProviderCaps:
@@ -291,8 +400,13 @@ class BatchBackend(Protocol):
         request_count: int,
         tag: dict[str, str],
         endpoint: str | None = None,
+        id_scope: str | None = None,
     ) -> str:
-        """Submit one chunk file of provider-native JSONL requests; return the batch id."""
+        """Submit one chunk file of provider-native JSONL requests; return the batch id.
+
+        With ``id_scope`` the custom_ids go out task-scoped (see :mod:`core.wire_ids`) where the
+        provider supports it; ``uses_wire_ids`` says whether it does.
+        """
         ...
 
     def retrieve(self, batch_id: str) -> BatchStatus:

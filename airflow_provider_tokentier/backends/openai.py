@@ -17,6 +17,8 @@ from airflow_provider_tokentier.backends.base import (
     Outcome,
     call_with_retry,
     check_request_count,
+    checked_usage,
+    create_batch_once,
     error_dict,
     is_transient_error,
     is_transient_status,
@@ -28,7 +30,7 @@ from airflow_provider_tokentier.backends.base import (
 )
 from airflow_provider_tokentier.backends.status_reads import OPENAI_ENDED, openai_status
 from airflow_provider_tokentier.core.chunking import OPENAI_CAPS, ProviderCaps
-from airflow_provider_tokentier.core.errors import BatchNotEndedError
+from airflow_provider_tokentier.core.errors import BatchNotEndedError, SubmitNotSentError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import Usage, usage_from_openai
 from airflow_provider_tokentier.core.result_rows import is_retryable_error
@@ -89,12 +91,14 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
                 raise ValueError("status 200 without a body object")
             usage = body.get("usage")
             model = body.get("model")
+            # Moderations bodies (the ones with "results") carry no usage; everything else must.
+            if not isinstance(usage, dict) and "results" not in body:
+                raise ValueError("succeeded without usage")
             yield Outcome(
                 custom_id=custom_id,
                 status="succeeded",
                 response=body,
-                # Moderations bodies carry no usage; everything else does.
-                usage=usage_from_openai(usage) if isinstance(usage, dict) else Usage(),
+                usage=checked_usage(usage_from_openai(usage)) if isinstance(usage, dict) else Usage(),
                 model=model if isinstance(model, str) else None,
             )
         elif isinstance(error, dict):
@@ -148,6 +152,7 @@ class OpenAIBatchBackend:
     """
 
     provider = PROVIDER
+    uses_wire_ids = False
 
     def __init__(self, client: openai.OpenAI) -> None:
         self._client = client
@@ -164,28 +169,47 @@ class OpenAIBatchBackend:
         request_count: int,
         tag: dict[str, str],
         endpoint: str | None = None,
+        id_scope: str | None = None,
     ) -> str:
         """Upload a JSONL file of ``{"custom_id", "method", "url", "body"}`` lines and create a batch.
 
         The file goes up as an open file object, which the HTTP client streams in chunks (a path
         would make the SDK read it whole into memory). ``tag`` becomes the batch ``metadata``,
-        which :meth:`find_submitted` matches on; ``endpoint`` defaults to the first line's ``url``.
+        which :meth:`find_submitted` matches on, so custom_ids go out as given (``id_scope`` is
+        not used); ``endpoint`` defaults to the first line's ``url``. The batch creation counts
+        its own retries (:func:`create_batch_once`): one that provably created nothing raises
+        :class:`SubmitNotSentError`.
         """
+        del id_scope  # the metadata tag already ties a batch to its task
         chunk_path = pathlib.Path(chunk_path)
         _check_tag(tag)
         check_request_count(chunk_path, request_count)
         endpoint = endpoint or _endpoint_of(chunk_path)
-        with chunk_path.open("rb") as handle:
-            uploaded = self._client.files.create(
-                file=(chunk_path.name, handle, "application/jsonl"), purpose="batch"
-            )
         try:
-            batch = self._client.batches.create(
-                input_file_id=uploaded.id,
-                endpoint=cast(Any, endpoint),
-                completion_window="24h",
-                metadata=dict(tag) if tag else None,
+            with chunk_path.open("rb") as handle:
+                uploaded = self._client.files.create(
+                    file=(chunk_path.name, handle, "application/jsonl"), purpose="batch"
+                )
+        except openai.OpenAIError as exc:
+            # No batch is created before the upload has succeeded.
+            raise SubmitNotSentError(
+                f"uploading {chunk_path.name} failed, so it created no batch: {exc}"
+            ) from exc
+        client = self._client.with_options(max_retries=0)
+        try:
+            batch = create_batch_once(
+                lambda: client.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint=cast(Any, endpoint),
+                    completion_window="24h",
+                    metadata=dict(tag) if tag else None,
+                ),
+                attempts=self._client.max_retries + 1,
+                what=f"creating an openai batch from {chunk_path.name}",
             )
+        except SubmitNotSentError:
+            self._delete_file_quietly(uploaded.id)  # no batch can need it
+            raise
         except openai.APIStatusError as exc:
             # A definite rejection leaves an orphan input file; after a 5xx or a dropped
             # connection the batch may exist and need it, so the file is kept then.

@@ -52,13 +52,38 @@ class LocalStateError(TokentierError, ValueError):
     """Task state would land on one machine's disk while the executor runs tasks on several."""
 
 
+class SubmitNotSentError(TokentierError, RuntimeError):
+    """A batch-creating call that provably created nothing.
+
+    Every attempt either failed to connect (the request never left this machine) or was
+    answered with a definite 4xx refusal, so the intent to submit is forgotten: a later try
+    submits afresh instead of looking for an orphan that cannot exist. ``__cause__`` is the
+    last SDK error.
+    """
+
+
+class UnreadableResultsError(TokentierError, RuntimeError):
+    """A results download that is not the provider's JSONL.
+
+    An HTML page served with status 200 by a proxy, or a body that ends in the middle of a
+    line. It is downloaded again (bounded); nothing is landed or re-batched from it.
+    """
+
+
+class BudgetExceededError(TokentierError, ValueError):
+    """The estimated cost of a workload exceeds ``max_cost_usd``; nothing was sent."""
+
+
 __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
+    "BudgetExceededError",
     "LocalStateError",
     "NonFlexModelError",
     "RequestValidationError",
     "SchemaVersionError",
+    "SubmitNotSentError",
     "TokentierError",
+    "UnreadableResultsError",
     "WorkloadChangedError",
 ]

@@ -69,6 +69,8 @@ class SubmittedBatch:
     requests: int
     bytes: int
     uri: str | None
+    #: The task scope of the custom_ids sent (see :mod:`core.wire_ids`); None: sent as given.
+    id_scope: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ledger record and submission-manifest entry."""
@@ -76,9 +78,17 @@ class SubmittedBatch:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubmittedBatch:
-        """Read a ledger record or manifest entry of any known version."""
+        """Read a ledger record or manifest entry of any known version (``id_scope`` may be absent)."""
         check_schema_version(data, "submitted batch record")
-        return cls(data["id"], data["round"], data["chunk"], data["requests"], data["bytes"], data["uri"])
+        return cls(
+            data["id"],
+            data["round"],
+            data["chunk"],
+            data["requests"],
+            data["bytes"],
+            data["uri"],
+            data.get("id_scope"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

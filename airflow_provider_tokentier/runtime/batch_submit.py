@@ -35,6 +35,7 @@ def submit_workload(
     """Validate, chunk and submit a workload retry-safely; return the submission manifest."""
     hook = provider_hook(provider, conn_id)
     state_dir = state_dir_for(context, state_root)
+    backend = batch_backend(provider, hook.get_client())
     workload = prepare_workload(
         open_rows,
         provider=provider,
@@ -43,12 +44,12 @@ def submit_workload(
         default_model=model,
         caps=caps,
         safety_margin=safety_margin,
+        backend=backend,
     )
     log.info(
         "Validated %d requests into %d batch(es) (state: %s)", workload.total, len(workload.chunks), state_dir
     )
     ledger = Ledger(state_dir)
-    backend = batch_backend(provider, hook.get_client())
     batches = submit_chunks(
         workload.chunks,
         backend=backend,

@@ -135,6 +135,12 @@ class Ledger:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json(self.dir / f"{name}.json", {**record, "schema_version": SCHEMA_VERSION})
 
+    def delete(self, name: str) -> None:
+        """Forget one record (no error when it is absent)."""
+        path = self.dir / f"{name}.json"
+        if path.exists():
+            path.unlink()
+
     def names(self, prefix: str) -> Iterator[str]:
         """Names of the records starting with ``prefix``, sorted."""
         for child in children(self.dir):
@@ -153,6 +159,10 @@ class Ledger:
     def record_intent(self, round_: int, chunk: int, record: dict[str, Any]) -> None:
         """Record the intent to submit a chunk, before the paid call."""
         self.write(f"intent-{self._key(round_, chunk)}", record)
+
+    def drop_intent(self, round_: int, chunk: int) -> None:
+        """Forget an intent whose call provably created nothing."""
+        self.delete(f"intent-{self._key(round_, chunk)}")
 
     def submitted(self, round_: int, chunk: int) -> dict[str, Any] | None:
         """The batch recorded for chunk ``chunk`` of round ``round_``, or None."""

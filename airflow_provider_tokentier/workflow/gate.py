@@ -30,6 +30,7 @@ from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.records import check_schema_version
 from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
+from airflow_provider_tokentier.core.wire_ids import MAX_VERBATIM_ID, from_wire
 from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
@@ -82,7 +83,11 @@ class _RequestIndex:
         model_numbers: dict[str | None, int] = {}
         hashes = array("Q")
         model_of = array("H")
-        for custom_id, model, _line in request_ids(uri) if uri is not None else ():
+        #: Ids too long to travel verbatim in a wire id, by chunk line (see core.wire_ids).
+        self.long_ids: dict[int, str] = {}
+        for line_number, (custom_id, model, _line) in enumerate(request_ids(uri) if uri is not None else ()):
+            if len(custom_id) > MAX_VERBATIM_ID:
+                self.long_ids[line_number] = custom_id
             hashes.append(hash(custom_id) & _HASH_MASK)
             model_of.append(model_numbers.setdefault(model, len(model_numbers)))
         order = sorted(range(len(hashes)), key=hashes.__getitem__)
@@ -97,13 +102,26 @@ class _RequestIndex:
         at = bisect.bisect_left(self._hashes, key)
         return at if at < len(self._hashes) and self._hashes[at] == key else None
 
-    def take(self, custom_id: str) -> tuple[bool, str | None]:
-        """(whether ``custom_id`` was requested and not yet seen, its requested model); marks it seen."""
+    def take(self, custom_id: str) -> tuple[str, str | None]:
+        """("new" | "repeated" | "unknown", the requested model); marks a requested id seen."""
         at = self._position(custom_id)
-        if at is None or self._seen[at]:
-            return False, None
+        if at is None:
+            return "unknown", None
+        if self._seen[at]:
+            return "repeated", None
         self._seen[at] = 1
-        return True, self._models[self._model_of[at]]
+        return "new", self._models[self._model_of[at]]
+
+    def own_id(self, scope: str | None, wire_id: str) -> str | None:
+        """The user's custom_id behind a result's ``wire_id``; None when it was not sent under ``scope``."""
+        if scope is None:
+            return wire_id
+        found = from_wire(scope, wire_id)
+        if isinstance(found, int):
+            return self.long_ids.get(found)
+        if found is not None and len(found) > MAX_VERBATIM_ID:
+            return None
+        return found
 
     def unseen(self) -> Iterator[tuple[str, str | None]]:
         """(custom_id, model) of every requested id not taken yet, in file order."""
@@ -119,6 +137,11 @@ class _RequestIndex:
 
 
 _HASH_MASK = (1 << 64) - 1
+
+
+def _is_foreign_batch(batch: SubmittedBatch, dropped: Mapping[str, int]) -> bool:
+    """A task-scoped batch whose every result line was foreign: another task's batch."""
+    return batch.id_scope is not None and dropped.get("own", 0) == 0 and dropped.get("foreign", 0) > 0
 
 
 @dataclass
@@ -186,6 +209,12 @@ class BatchGate:
 
         The batch's totals go to the ledger beside it, so landing can copy the file whole
         instead of decoding every row again.
+
+        The results must belong to this chunk: a line whose custom_id this chunk did not send
+        (another task's, a repeat, one never sent) is dropped and counted, never landed. A
+        task-scoped batch (see :mod:`core.wire_ids`) none of whose lines is this chunk's is
+        another task's batch, adopted by mistake: it is disowned, and its requests land as
+        ``missing`` (``foreign_batch``), so the re-batch policy sends them again.
         """
         target = self.outcome_path(batch)
         if target.exists():
@@ -195,12 +224,8 @@ class BatchGate:
         # One pricing day for the whole batch: looking up "today" twice per row cost more than
         # pricing it, and a batch's rows should not straddle two price lists at midnight.
         day = datetime.datetime.now(datetime.timezone.utc).date()
-        # Batches submitted outside tokentier have no request file: every result is accepted
-        # and no "missing" rows can be inferred.
-        known_requests = batch.uri is not None
         index = _RequestIndex(batch.uri)
         fallback_model = index.first_model or "unknown"
-        provider = self.settings.provider
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         with open_block_writer(partial) as out:
@@ -212,43 +237,107 @@ class BatchGate:
 
             if status.failure:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
-                error = make_error(provider, code, f"batch {batch.id} failed: {status.failure}")
+                error = make_error(self.settings.provider, code, f"batch {batch.id} failed: {status.failure}")
                 for custom_id, model in index.unseen():
                     emit(self._row(custom_id, "errored", model or fallback_model, batch, day, error=error))
                 index.mark_all_seen()
+                dropped: dict[str, int] = {}
             else:
-                for outcome in backend.iter_outcomes(batch.id):
-                    known, requested_model = index.take(outcome.custom_id)
-                    if known_requests and not known:
-                        log.warning(
-                            "Batch %s returned an unknown or repeated custom_id %r; ignored",
-                            batch.id,
-                            outcome.custom_id,
-                        )
-                        continue
-                    emit(
-                        self._row(
-                            outcome.custom_id,
-                            outcome.status,
-                            outcome.model or requested_model or fallback_model,
-                            batch,
-                            day,
-                            response=outcome.response,
-                            error=outcome.error,
-                            usage=outcome.usage if outcome.status == "succeeded" else None,
-                        )
-                    )
-
-            for custom_id, model in index.unseen():
-                error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
-                error["retryable"] = True
-                emit(self._row(custom_id, "missing", model or fallback_model, batch, day, error=error))
+                dropped = self._emit_outcomes(batch, backend, index, emit, day)
+            self._emit_missing(batch, index, emit, day, disowned=_is_foreign_batch(batch, dropped))
+        self._record_dropped(batch, dropped)
         # The error groups ride along for the progress record (the UI never reads outcome files).
         self.ledger.write(f"harvest-{batch.id}", {**tally.snapshot(), "errors": errors.snapshot()})
         partial.rename(target)
         log.info(
-            "Harvested %s batch %s (round %d): %s", provider, batch.id, batch.round, tally.counts.to_dict()
+            "Harvested %s batch %s (round %d): %s",
+            self.settings.provider,
+            batch.id,
+            batch.round,
+            tally.counts.to_dict(),
         )
+
+    def _emit_outcomes(
+        self,
+        batch: SubmittedBatch,
+        backend: Any,
+        index: _RequestIndex,
+        emit: Callable[[ResultRow], None],
+        day: datetime.date,
+    ) -> dict[str, int]:
+        """Emit a row per result line this chunk sent; return the counts of lines dropped."""
+        # Batches submitted outside tokentier have no request file: every result is accepted
+        # and no "missing" rows can be inferred.
+        known_requests = batch.uri is not None
+        dropped = {"own": 0, "foreign": 0, "repeated": 0}
+        for outcome in backend.iter_outcomes(batch.id):
+            custom_id = index.own_id(batch.id_scope, outcome.custom_id)
+            verdict, requested_model = ("unknown", None) if custom_id is None else index.take(custom_id)
+            if custom_id is None or (known_requests and verdict != "new"):
+                kind = "repeated" if verdict == "repeated" else "foreign"
+                dropped[kind] += 1
+                if dropped[kind] <= 3:
+                    log.warning(
+                        "Batch %s returned a result for custom_id %r that this task %s; dropped, not landed",
+                        batch.id,
+                        outcome.custom_id[:80],
+                        "already had" if kind == "repeated" else "never sent in it",
+                    )
+                continue
+            dropped["own"] += 1
+            emit(
+                self._row(
+                    custom_id,
+                    outcome.status,
+                    outcome.model or requested_model or index.first_model or "unknown",
+                    batch,
+                    day,
+                    response=outcome.response,
+                    error=outcome.error,
+                    usage=outcome.usage if outcome.status == "succeeded" else None,
+                )
+            )
+        return dropped
+
+    def _emit_missing(
+        self,
+        batch: SubmittedBatch,
+        index: _RequestIndex,
+        emit: Callable[[ResultRow], None],
+        day: datetime.date,
+        *,
+        disowned: bool,
+    ) -> None:
+        """Emit a ``missing`` row for every request the batch returned nothing for."""
+        provider = self.settings.provider
+        if disowned:
+            log.error(
+                "Batch %s holds no result for any request this task sent: it is another task's "
+                "batch, adopted after a lost submission. Disowning it: none of its rows land, and "
+                "this chunk's %d requests count as never submitted (missing, foreign_batch).",
+                batch.id,
+                batch.requests,
+            )
+            error = make_error(
+                provider, "foreign_batch", f"batch {batch.id} is another task's; the request was not sent"
+            )
+        else:
+            error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
+        error["retryable"] = True
+        for custom_id, model in index.unseen():
+            emit(
+                self._row(
+                    custom_id, "missing", model or index.first_model or "unknown", batch, day, error=error
+                )
+            )
+
+    def _record_dropped(self, batch: SubmittedBatch, dropped: Mapping[str, int]) -> None:
+        foreign, repeated = dropped.get("foreign", 0), dropped.get("repeated", 0)
+        if foreign or repeated:
+            self.ledger.write(
+                f"dropped-{batch.id}",
+                {"foreign": foreign, "repeated": repeated, "disowned": _is_foreign_batch(batch, dropped)},
+            )
 
     def _row(
         self,
@@ -445,6 +534,14 @@ class BatchGate:
                 superseded = (
                     {cid for batch in batches for cid, _m, _l in request_ids(batch.uri)} if round_ else set()
                 )
+        dropped = {"foreign": 0, "repeated": 0}
+        disowned: list[str] = []
+        for name in self.ledger.names("dropped-"):
+            record = self.ledger.read(name) or {}
+            for key in dropped:
+                dropped[key] += int(record.get(key, 0))
+            if record.get("disowned"):
+                disowned.append(name.removeprefix("dropped-"))
         manifest = tally.manifest(
             results_uri=str(target),
             provider=self.settings.provider,
@@ -455,5 +552,7 @@ class BatchGate:
             finished_at=finished_at,
             deadline=deadline,
         )
+        manifest["dropped_results"] = dropped
+        manifest["disowned_batches"] = disowned[:100]
         self.ledger.write("landed", manifest)
         return manifest

@@ -8,6 +8,11 @@ record with the batch id right after. On any later try:
   provider: look the batch up (OpenAI by the metadata tag we set; Anthropic, which has no
   metadata, by creation time and request count); one match -> adopt it, none -> submit,
   several -> refuse loudly, since guessing could double the bill or lose work.
+
+A call that provably never created a batch (it could not connect, or got a definite 4xx) drops
+its intent, so a later try submits afresh instead of searching. Anthropic requests go out with
+task-scoped custom_ids (:mod:`core.wire_ids`): a batch adopted by time and size that turns out
+to be another task's is recognised at harvest and disowned, and its rows never land.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.backends.base import BatchBackend
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN, Chunker
-from airflow_provider_tokentier.core.errors import AmbiguousSubmissionError, WorkloadChangedError
+from airflow_provider_tokentier.core.errors import (
+    AmbiguousSubmissionError,
+    SubmitNotSentError,
+    WorkloadChangedError,
+)
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.records import ChunkFile, IntentRecord, SubmittedBatch
 from airflow_provider_tokentier.core.requests import (
@@ -37,6 +46,7 @@ from airflow_provider_tokentier.core.requests import (
     iter_validated,
     serialize_request,
 )
+from airflow_provider_tokentier.core.wire_ids import id_scope
 from airflow_provider_tokentier.state.blockio import BlockWriter, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 
@@ -171,6 +181,7 @@ def prepare_workload(
     default_model: str | None = None,
     caps: Mapping[str, int | None] | None = None,
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
+    backend: Any = None,
 ) -> Workload:
     """Validate every row, then write canonical requests and chunk files to ``state_dir``.
 
@@ -178,7 +189,8 @@ def prepare_workload(
     a stream over a JSONL file). Streams: memory holds one row plus the set of ids seen,
     whatever the input size. The first invalid row raises `RequestValidationError` before
     anything is submitted. When an earlier try prepared the same workload, its files are
-    reused; when a different workload meets batches already submitted, `WorkloadChangedError`.
+    reused. A different workload replaces it unless a batch was recorded for the old rows, or
+    ``backend`` finds one an earlier try may have created: then `WorkloadChangedError`.
     """
     ledger = Ledger(state_dir)
     previous = ledger.read("workload")
@@ -187,12 +199,7 @@ def prepare_workload(
         fingerprint, _total = _fingerprint(rows, provider)
         if fingerprint == previous["fingerprint"]:
             return Workload.from_dict(previous)
-        if any(ledger.names("intent-")):
-            raise WorkloadChangedError(
-                f"the requests differ from the {previous['total']} already submitted for this task "
-                f"instance (state: {state_dir}); refusing to submit a second paid batch. Delete that "
-                "state directory to start over, or restore the original requests."
-            )
+        _forget_unsent_workload(ledger, previous, backend, state_dir)
     chunker = Chunker.for_provider(provider, safety_margin=safety_margin, **dict(caps or {}))
     writer = _ChunkWriter(state_dir, 0, chunker)
     digest = hashlib.blake2b(digest_size=16)
@@ -220,6 +227,39 @@ def prepare_workload(
     )
     ledger.write("workload", workload.to_dict())
     return workload
+
+
+def _forget_unsent_workload(
+    ledger: Ledger, previous: Mapping[str, Any], backend: Any, state_dir: ObjectStoragePath
+) -> None:
+    """Let a changed workload replace one that never reached the provider; refuse otherwise.
+
+    The old rows count as sent when a batch is recorded for them, or when an unresolved intent
+    may have created one (found by ``backend``; without a backend to ask, assumed).
+    """
+    intents = list(ledger.names("intent-"))
+    sent = [record["id"] for record in ledger.batches()]
+    if not sent and intents:
+        if backend is None:
+            sent = ["(unverifiable: no backend to ask)"]
+        else:
+            for name in intents:
+                intent = ledger.read(name) or {}
+                sent += backend.find_submitted(
+                    intent.get("tag") or {},
+                    created_after=float(intent.get("at", 0.0)) - ORPHAN_CLOCK_SKEW_S,
+                    request_count=int(intent.get("requests", 0)),
+                )
+    if sent:
+        raise WorkloadChangedError(
+            f"the requests differ from the {previous['total']} already submitted for this task "
+            f"instance (batches {sent[:5]}; state: {state_dir}); refusing to submit a second paid "
+            "batch. Delete that state directory to start over, or restore the original requests."
+        )
+    for name in intents:
+        ledger.delete(name)
+    if intents:
+        log.info("The workload changed and no batch exists for the old one; replacing it")
 
 
 def _fingerprint(rows: Iterable[dict[str, Any]], provider: str) -> tuple[str, int]:
@@ -287,6 +327,7 @@ def submit_chunks(
             submitted.append(SubmittedBatch.from_dict(known))
             continue
         tag = submission_tag(task_key, fingerprint, chunk)
+        scope = id_scope(tag.values()) if getattr(backend, "uses_wire_ids", False) else None
         recorded_intent = ledger.intent(chunk.round, chunk.index)
         batch_id = None
         if recorded_intent is not None:
@@ -294,11 +335,7 @@ def submit_chunks(
             recorded = {record["id"] for record in ledger.batches()}
             batch_id = _recover_orphan(backend, intent, tag, chunk, recorded)
         if batch_id is None:
-            ledger.record_intent(
-                chunk.round, chunk.index, IntentRecord(time.time(), tag, chunk.requests).to_dict()
-            )
-            with local_file(storage_path(chunk.uri)) as local:
-                batch_id = backend.submit(local, request_count=chunk.requests, tag=tag, endpoint=endpoint)
+            batch_id = _submit_chunk(backend, ledger, chunk, tag=tag, scope=scope, endpoint=endpoint)
             log.info(
                 "Submitted %s batch %s: %d requests, %d bytes",
                 backend.provider,
@@ -306,12 +343,48 @@ def submit_chunks(
                 chunk.requests,
                 chunk.bytes,
             )
-        batch = SubmittedBatch(batch_id, chunk.round, chunk.index, chunk.requests, chunk.bytes, chunk.uri)
+        batch = SubmittedBatch(
+            batch_id, chunk.round, chunk.index, chunk.requests, chunk.bytes, chunk.uri, scope
+        )
         ledger.record_submitted(chunk.round, chunk.index, batch.to_dict())
         if on_submitted is not None:
             on_submitted(batch)
         submitted.append(batch)
     return submitted
+
+
+def _submit_chunk(
+    backend: Any,
+    ledger: Ledger,
+    chunk: ChunkFile,
+    *,
+    tag: dict[str, str],
+    scope: str | None,
+    endpoint: str | None,
+) -> str:
+    """One paid call, with its intent recorded first and dropped again if it provably never left."""
+    ledger.record_intent(
+        chunk.round,
+        chunk.index,
+        IntentRecord(time.time(), tag, chunk.requests).to_dict(),
+    )
+    kwargs: dict[str, Any] = {"tag": tag, "endpoint": endpoint}
+    if scope is not None:
+        kwargs["id_scope"] = scope
+    try:
+        with local_file(storage_path(chunk.uri)) as local:
+            batch_id: str = backend.submit(local, request_count=chunk.requests, **kwargs)
+    except SubmitNotSentError as exc:
+        ledger.drop_intent(chunk.round, chunk.index)
+        log.error(
+            "Round %d chunk %d was not submitted (%s); nothing can have been created, so a retry "
+            "submits it afresh instead of looking for an orphan",
+            chunk.round,
+            chunk.index,
+            exc,
+        )
+        raise
+    return batch_id
 
 
 def _recover_orphan(

@@ -35,6 +35,7 @@ from starlette.responses import Response, StreamingResponse
 
 from airflow_provider_tokentier.core.pricing import Usage, usage_from_anthropic
 from airflow_provider_tokentier.testing.emulator.errors import ProviderError, anthropic_error
+from airflow_provider_tokentier.testing.emulator.faults import faulty_results, fire
 from airflow_provider_tokentier.testing.emulator.simulation import (
     ERROR,
     EXPIRE,
@@ -744,6 +745,8 @@ def build_router(state: EmulatorState) -> APIRouter:
 
     @router.post("/v1/messages/batches")
     async def create_batch(request: Request) -> Response:
+        if fire(state.config, "create_500"):
+            raise anthropic_error(500, "api_error", "Internal server error (emulator fault create_500)")
         body = await _read_body(request, MAX_BATCH_BYTES)
         batch = await run_in_threadpool(store.create, body)
         del body
@@ -777,6 +780,9 @@ def build_router(state: EmulatorState) -> APIRouter:
     async def batch_results(batch_id: str) -> Response:
         store.poll_fault("results")
         batch = await store.results_of(store.get(batch_id))
+        hostile = faulty_results(state.config, batch.results_path, "anthropic", "application/binary")
+        if hostile is not None:
+            return hostile
         return StreamingResponse(_stream_file(batch.results_path), media_type="application/binary")
 
     @router.post("/v1/messages/batches/{batch_id}/cancel")

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_tokentier.testing.emulator.faults import check_faults
+
 _RATES = ("expire_rate", "error_rate", "flex_429_rate", "poll_error_rate", "list_error_rate")
 
 
@@ -44,6 +46,8 @@ class EmulatorConfig:
     enqueued_token_limit: int | None = None
     #: When set, the only API key accepted; otherwise any non-empty key is accepted.
     api_key: str | None = None
+    #: Hostile provider output: fault name -> how many more times it fires (see ``faults.py``).
+    faults: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply ``changes`` after checking every name and value; nothing changes on error."""
@@ -59,11 +63,14 @@ class EmulatorConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (the API key is never echoed)."""
         data = dataclasses.asdict(self)
+        data["faults"] = dict(self.faults)
         data["api_key"] = "***" if self.api_key else None
         return data
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name == "faults":
+        return check_faults(value)
     if name == "api_key":
         return None if value is None else str(value)
     if name == "enqueued_token_limit":

@@ -46,6 +46,7 @@ from starlette.responses import Response, StreamingResponse
 from airflow_provider_tokentier.core import models
 from airflow_provider_tokentier.core.pricing import usage_from_openai
 from airflow_provider_tokentier.testing.emulator.errors import ProviderError, openai_error
+from airflow_provider_tokentier.testing.emulator.faults import faulty_results, fire
 from airflow_provider_tokentier.testing.emulator.simulation import (
     BATCH_WINDOW_S,
     ERROR,
@@ -1269,11 +1270,20 @@ def build_router(state: EmulatorState) -> APIRouter:
     async def file_content(file_id: str) -> Response:
         store.poll_fault("content")
         record = store.get_file(file_id)
+        hostile = (
+            faulty_results(state.config, record.path, "openai", "application/octet-stream")
+            if record.purpose == "batch_output"
+            else None
+        )
+        if hostile is not None:
+            return hostile
         headers = {"content-length": str(record.bytes)}
         return StreamingResponse(_stream(record.path), media_type="application/octet-stream", headers=headers)
 
     @router.post("/v1/batches")
     async def create_batch(request: Request) -> Response:
+        if fire(state.config, "create_500"):
+            raise openai_error(500, "server_error", "Internal server error (emulator fault create_500)")
         return _json(await store.view(await store.create_batch(await _json_body(request))))
 
     @router.get("/v1/batches")
