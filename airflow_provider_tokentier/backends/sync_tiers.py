@@ -49,6 +49,12 @@ import anthropic
 import openai
 
 from airflow_provider_tokentier.backends.base import is_transient_status
+from airflow_provider_tokentier.core.budget import (
+    BUDGET_EXCEEDED,
+    SKIPPED_BUDGET,
+    SpendMeter,
+    estimate_row_cost,
+)
 from airflow_provider_tokentier.core.errors import NonFlexModelError
 from airflow_provider_tokentier.core.jsonl import dumps_line
 from airflow_provider_tokentier.core.log_format import sync_progress_line
@@ -258,6 +264,10 @@ class SyncTierExecutor:
         falls back (or fails) at once, a transient error lands errored (retryable).
     :param round_: the ``round`` stamped on result rows (0; a deadline rescue run as round N of a
         batch workload passes N).
+    :param budget: a :class:`~airflow_provider_tokentier.core.budget.SpendMeter` holding
+        ``max_cost_usd``: a request starts only while its standard-tier estimate fits beside what
+        was spent and what is in flight; from the first that does not, every remaining row lands
+        ``skipped_budget`` without a call.
     """
 
     def __init__(
@@ -278,6 +288,7 @@ class SyncTierExecutor:
         prices: PriceTable | None = None,
         deadline: float | None = None,
         round_: int = 0,
+        budget: SpendMeter | None = None,
     ) -> None:
         check_sync_tier_options(
             provider=provider,
@@ -304,6 +315,7 @@ class SyncTierExecutor:
         self.prices = prices
         self.deadline = deadline
         self.round = round_
+        self.budget = budget
         self.stats = ExecutorStats()
         self._rng = random.Random()
         self._non_flex_models: set[str] = set()
@@ -329,7 +341,11 @@ class SyncTierExecutor:
                         exhausted = True
                         break
                     self.preflight(row)
-                    pending.add(asyncio.create_task(self.run_row(row)))
+                    estimate = self._budget_estimate(row)
+                    if self.budget is not None and not self.budget.try_start(estimate):
+                        yield self._skipped(row)
+                        continue
+                    pending.add(asyncio.create_task(self._metered(row, estimate)))
                 if not pending:
                     return
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -352,6 +368,38 @@ class SyncTierExecutor:
                 f"request {row.get('custom_id')!r}: {reason}; nothing was sent. Use "
                 "non_flex_model='standard' to run it on the standard tier instead."
             )
+
+    # -- the spend cap -------------------------------------------------------------------------
+    def _budget_estimate(self, row: Mapping[str, Any]) -> float | None:
+        # Standard prices: a flex request may fall back to standard, and an upper bound is wanted.
+        if self.budget is None or self.budget.cap is None:
+            return None
+        return estimate_row_cost(row, self.provider, "standard", self.prices)
+
+    async def _metered(self, row: Mapping[str, Any], estimate: float | None) -> ResultRow:
+        result = await self.run_row(row)
+        if self.budget is not None:
+            self.budget.finish(estimate, result["cost_usd"])
+        return result
+
+    def _skipped(self, row: Mapping[str, Any]) -> ResultRow:
+        assert self.budget is not None
+        _endpoint, payload = self._request_of(row)
+        return make_result_row(
+            custom_id=str(row["custom_id"]),
+            status=SKIPPED_BUDGET,
+            tier=self.tier,
+            provider=self.provider,
+            model=str(payload.get("model")),
+            round=self.round,
+            error={
+                "type": BUDGET_EXCEEDED,
+                "message": f"not sent: it could have crossed max_cost_usd=${self.budget.cap} "
+                f"(${self.budget.spent:.4f} spent, ${self.budget.reserved:.4f} in flight)",
+                "retryable": False,
+            },
+            prices=self.prices,
+        )
 
     # -- one row -------------------------------------------------------------------------------
     async def run_row(self, row: Mapping[str, Any]) -> ResultRow:
@@ -701,13 +749,26 @@ async def arun_sync_tier(
     if on_progress is not None:
         on_progress(tally, errors)
     logger.info("%s %s done: %s; wire: %s", provider, tier, tally.summary(), executor.stats.to_dict())
-    return tally.manifest(
+    manifest = tally.manifest(
         results_uri=results_uri,
         provider=provider,
         model=(models[0] or None) if models else None,
         submitted_at=submitted_at,
         deadline=deadline_iso,
     )
+    _report_budget(executor.budget, manifest, logger)
+    return manifest
+
+
+def _report_budget(budget: SpendMeter | None, manifest: dict[str, Any], logger: InfoLogger) -> None:
+    """Put what the spend cap did in the manifest (and the log when it stopped the run)."""
+    if budget is None:
+        return
+    if budget.stopped:
+        logger.info(
+            "max_cost_usd=%s reached: %d request(s) not sent (skipped_budget)", budget.cap, budget.skipped
+        )
+    manifest["budget"] = budget.report()
 
 
 def run_sync_tier(

@@ -126,6 +126,9 @@ class SubmissionManifest:
     safety_margin: float
     batches: tuple[SubmittedBatch, ...]
     submitted_at: str
+    #: The spend cap the workload was submitted under, and its batch-tier estimate (README: Spend cap).
+    max_cost_usd: float | None = None
+    estimated_cost_usd: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,6 +159,8 @@ class SubmissionManifest:
                 for i, b in enumerate(data["batches"])
             ),
             submitted_at=data["submitted_at"],
+            max_cost_usd=data.get("max_cost_usd"),
+            estimated_cost_usd=data.get("estimated_cost_usd"),
         )
 
 
@@ -178,12 +183,18 @@ class ResultsManifest:
     submitted_at: str | None
     finished_at: str | None
     deadline: str | None
+    #: What ``max_cost_usd`` did: ``{max_cost_usd, spent_usd, stopped, skipped}`` (None: no cap).
+    budget: dict[str, Any] | None = None
+    #: Result lines dropped at harvest (``{foreign, repeated}``) and batches disowned as another task's.
+    dropped_results: dict[str, int] | None = None
+    disowned_batches: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object pushed to XCom (the README's keys plus ``schema_version``)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data.update(
+            disowned_batches=list(self.disowned_batches),
             counts=dict(self.counts),
             batches=list(self.batches),
             tiers=dict(self.tiers),
@@ -213,4 +224,7 @@ class ResultsManifest:
             submitted_at=data.get("submitted_at"),
             finished_at=data.get("finished_at"),
             deadline=data.get("deadline"),
+            budget=data.get("budget"),
+            dropped_results=data.get("dropped_results"),
+            disowned_batches=tuple(data.get("disowned_batches") or ()),
         )

@@ -34,7 +34,8 @@ __all__ = [
     "now_iso",
 ]
 
-RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled", "missing")
+#: ``skipped_budget``: never sent, because it would have crossed the task's ``max_cost_usd``.
+RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled", "missing", "skipped_budget")
 TIERS = ("batch", "flex", "standard")
 
 # Only succeeded requests are billed: Anthropic bills no errored/canceled/expired request, and the
@@ -190,7 +191,7 @@ class OutcomeCounts:
         return sum(self._counts.values())
 
     def to_dict(self) -> dict[str, int]:
-        """Return ``{status: count}`` with all five statuses, in :data:`RESULT_STATUSES` order."""
+        """Return ``{status: count}`` with every status, in :data:`RESULT_STATUSES` order."""
         return dict(self._counts)
 
 

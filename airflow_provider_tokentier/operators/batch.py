@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 
+from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
 from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
@@ -44,6 +45,11 @@ class BatchSubmitOperator(BaseOperator):
     :param max_bytes_per_batch: override the provider's byte cap (256 MB / 200 MB).
     :param max_embedding_inputs_per_batch: override OpenAI's 50,000 embedding-inputs cap.
     :param safety_margin: share of the byte cap to fill (default 0.95).
+    :param max_cost_usd: spend cap in USD (default None: no cap). The workload's batch-tier cost
+        is estimated (input from the request bodies, output from each request's own cap) and a
+        workload estimated above it is refused before anything is submitted. The cap travels in
+        the manifest to `BatchSensor`, which holds re-batch rounds and rescues to it.
+    :param prices: price overrides (dict, JSON string or path) for that estimate.
     """
 
     template_fields: Sequence[str] = ("requests", "requests_uri", "model", "endpoint", "state_root")
@@ -66,10 +72,14 @@ class BatchSubmitOperator(BaseOperator):
         max_bytes_per_batch: int | None = None,
         max_embedding_inputs_per_batch: int | None = None,
         safety_margin: float = DEFAULT_SAFETY_MARGIN,
+        max_cost_usd: float | None = None,
+        prices: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_workload_arguments(provider, requests, requests_uri, endpoint)
+        self.max_cost_usd = check_max_cost(max_cost_usd)
+        self.prices = prices
         for name, value in (
             ("max_requests_per_batch", max_requests_per_batch),
             ("max_bytes_per_batch", max_bytes_per_batch),
@@ -119,6 +129,8 @@ class BatchSubmitOperator(BaseOperator):
             caps=self.caps,
             safety_margin=self.safety_margin,
             log=self.log,
+            max_cost_usd=self.max_cost_usd,
+            prices=self.prices,
         )
         # The batches now wait at the provider; the sensor downstream takes the record from here.
         gate = BatchGate(

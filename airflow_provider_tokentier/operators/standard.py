@@ -51,6 +51,9 @@ class StandardOperator(SyncTierOperator):
         of the built-in table and ``[tokentier] prices``.
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
         the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
+    :param max_cost_usd: spend cap in USD (default None: no cap). A request starts only while
+        its estimate (standard prices, its own output cap) fits beside what was spent and what
+        is in flight; from the first that does not, the rest land ``skipped_budget`` unsent.
     """
 
     tier = "standard"

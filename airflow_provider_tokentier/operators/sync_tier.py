@@ -21,6 +21,7 @@ from airflow_provider_tokentier.backends.sync_tiers import (
     ResultTally,
     check_sync_tier_options,
 )
+from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.hooks.base import async_client_factory
@@ -67,9 +68,11 @@ class SyncTierOperator(BaseOperator):
         prices: Any = None,
         executor_options: Mapping[str, Any] | None = None,
         results_asset: Asset | AssetAlias | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.max_cost_usd = check_max_cost(max_cost_usd)
         options = dict(executor_options or {})
         check_sync_tier_options(
             provider=provider,
@@ -165,6 +168,7 @@ class SyncTierOperator(BaseOperator):
             on_progress=report.sync_progress(
                 provider=self.provider, tier=self.tier, total=total, model=self.model
             ),
+            max_cost_usd=self.max_cost_usd,
             **self._executor_options,
         )
         report.summary(manifest)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
+from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
 from airflow_provider_tokentier.core.requests import iter_validated
@@ -83,6 +84,9 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     :param prices: price overrides (dict, JSON string or path).
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
         the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
+    :param max_cost_usd: spend cap in USD (default None). Batch path: a workload estimated
+        above it is refused before submitting, and no re-batch round or rescue starts that would
+        cross it. Flex/standard: requests stop at the cap and the rest land ``skipped_budget``.
     """
 
     template_fields: Sequence[str] = (
@@ -132,10 +136,12 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         state_root: str | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         check_workload_arguments(provider, requests, requests_uri, endpoint)
+        self.max_cost_usd = check_max_cost(max_cost_usd)
         if tier is not None and tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS} or None, got {tier!r}")
         if tier == "flex" and provider != "openai":
@@ -310,6 +316,8 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
                 caps=self.caps,
                 safety_margin=DEFAULT_SAFETY_MARGIN,
                 log=self.log,
+                max_cost_usd=self.max_cost_usd,
+                prices=self.prices,
             )
             ledger.write("submission", submission)
         gate = BatchGate(
@@ -358,5 +366,6 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
                 model=self.model or (report.decision or {}).get("model"),
             ),
             **progress_parts(),
+            max_cost_usd=self.max_cost_usd,
             **options,
         )

@@ -6,14 +6,48 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Context
+from airflow.sdk import Context, ObjectStoragePath
 
 from airflow_provider_tokentier.backends import batch_backend
+from airflow_provider_tokentier.core.budget import (
+    BudgetExceededError,
+    check_within_cap,
+    estimate_rows_cost,
+)
 from airflow_provider_tokentier.core.records import SubmissionManifest
 from airflow_provider_tokentier.hooks.base import provider_hook
+from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.state.ledger import Ledger
-from airflow_provider_tokentier.workflow.submission import prepare_workload, submit_chunks
+from airflow_provider_tokentier.workflow.submission import (
+    Workload,
+    iter_jsonl,
+    prepare_workload,
+    submit_chunks,
+)
+
+
+def check_budget(workload: Workload, ledger: Ledger, max_cost_usd: float | None, prices: Any) -> float | None:
+    """Refuse a workload whose batch-tier estimate exceeds ``max_cost_usd``; return the estimate.
+
+    Checked until the first batch is recorded: a retry after that keeps what it started.
+    """
+    if max_cost_usd is None:
+        return None
+    estimate, unpriced = estimate_rows_cost(
+        iter_jsonl(ObjectStoragePath(workload.requests_uri)),
+        workload.provider,
+        "batch",
+        resolve_price_table(prices),
+    )
+    if not ledger.batches(0):
+        problem = check_within_cap(
+            max_cost_usd, 0.0, estimate, unpriced, f"the workload ({workload.total} requests, batch tier)"
+        )
+        if problem is not None:
+            raise BudgetExceededError(f"{problem}. Nothing was submitted.")
+    return estimate
+
 
 if TYPE_CHECKING:
     from airflow.sdk.types import Logger
@@ -31,6 +65,8 @@ def submit_workload(
     caps: Mapping[str, int | None],
     safety_margin: float,
     log: Logger,
+    max_cost_usd: float | None = None,
+    prices: Any = None,
 ) -> dict[str, Any]:
     """Validate, chunk and submit a workload retry-safely; return the submission manifest."""
     hook = provider_hook(provider, conn_id)
@@ -50,6 +86,7 @@ def submit_workload(
         "Validated %d requests into %d batch(es) (state: %s)", workload.total, len(workload.chunks), state_dir
     )
     ledger = Ledger(state_dir)
+    estimate = check_budget(workload, ledger, max_cost_usd, prices)
     batches = submit_chunks(
         workload.chunks,
         backend=backend,
@@ -76,4 +113,6 @@ def submit_workload(
         safety_margin=safety_margin,
         batches=tuple(batches),
         submitted_at=submitted_at,
+        max_cost_usd=max_cost_usd,
+        estimated_cost_usd=estimate,
     ).to_dict()

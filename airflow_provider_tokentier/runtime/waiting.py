@@ -67,6 +67,7 @@ class BatchWaitMixin:
         rescue_tier: str | None
         rescue_margin: float | None
         results_asset: Any
+        max_cost_usd: float | None
 
     def _conn_id(self, gate: BatchGate) -> str | None:
         return self.conn_id or gate.manifest.get("conn_id")
@@ -91,6 +92,8 @@ class BatchWaitMixin:
         throughput and the provider's cancel latency) is fixed in state at the first run.
         """
         if deadline is None or self.rescue_tier is None:
+            return None
+        if (gate.ledger.read("budget-stop") or {}).get("stopped") == "rescue":
             return None
         if self.rescue_tier == "flex" and gate.settings.provider != "openai":
             raise ValueError(f"rescue_tier='flex' needs OpenAI; {gate.settings.provider} has no flex tier")
@@ -123,9 +126,14 @@ class BatchWaitMixin:
             return
         provider = gate.settings.provider
         tier = self.rescue_tier
+        if not gate.within_budget("rescue", tier, gate.batches_of(round_), ids):
+            return
         self._report(gate, report, "rescuing", rescue_state="running", rescue_requests=len(ids))
         report.open_round(round_ + 1, self.max_rounds, f"deadline rescue of {len(ids)} request(s) on {tier}")
         self.log.warning("Deadline rescue: running %d request(s) on the %s tier", len(ids), tier)
+
+        cap = gate.budget_cap()
+        left = None if cap is None else max(cap - gate.spent_usd(), 0.0)
 
         def land(rows: Iterator[dict[str, Any]], target: ObjectStoragePath) -> Any:
             progress_dir = gate.state_dir / f"rescue-r{round_ + 1:02d}"
@@ -143,6 +151,7 @@ class BatchWaitMixin:
                 endpoint=gate.manifest.get("endpoint"),
                 prices=gate.settings.prices,
                 **progress_parts(),
+                max_cost_usd=left,
             )
 
         gate.rescue(round_ + 1, ids, tier, land)
@@ -199,6 +208,25 @@ class BatchWaitMixin:
             report.close_round()  # the traceback belongs outside the round's folded group
             raise
 
+    def _may_rebatch(self, gate: BatchGate, round_: int, ids: set[str]) -> bool:
+        """Whether ``ids`` of ``round_`` go to another round: some need it, rounds and budget allow it."""
+        if not ids:
+            return False
+        if round_ + 1 >= self.max_rounds:
+            self.log.warning(
+                "%d request(s) still need another round, but max_rounds=%d is reached",
+                len(ids),
+                self.max_rounds,
+            )
+            return False
+        return gate.within_budget("rebatch", "batch", gate.batches_of(round_), ids)
+
+    def _rescue_affordable(self, gate: BatchGate, waiting: list[SubmittedBatch]) -> bool:
+        """Whether a rescue of everything still waiting fits the spend cap (checked before cancelling)."""
+        if not waiting or gate.ledger.read("draining") is not None:
+            return True
+        return gate.within_budget("rescue", str(self.rescue_tier), waiting, None)
+
     def _advance_rounds(self, gate: BatchGate, report: StepReporter) -> list[SubmittedBatch] | dict[str, Any]:
         deadline = self._deadline_at(gate)
         rescue_at = self._rescue_at(gate, deadline)
@@ -211,6 +239,7 @@ class BatchWaitMixin:
             return gate.land(self.results_uri, deadline=iso(deadline), finished_at=landed.get("finished_at"))
         provider = gate.settings.provider
         backend = batch_backend(provider, provider_hook(provider, self._conn_id(gate)).get_client())
+        gate.fix_budget_cap(getattr(self, "max_cost_usd", None))
         round_ = gate.current_round()
         if not report.group_open:
             batches = gate.batches_of(round_)
@@ -224,6 +253,8 @@ class BatchWaitMixin:
             now = time.time()
             past_deadline = deadline is not None and now >= deadline
             rescue_due = rescue_at is not None and now >= rescue_at
+            if rescue_due and not self._rescue_affordable(gate, waiting):
+                rescue_at, rescue_due = None, False
             if waiting:
                 if (rescue_due or past_deadline) and gate.ledger.read("draining") is None:
                     self._start_draining(gate, backend, waiting, rescue_at if rescue_due else None, deadline)
@@ -237,14 +268,7 @@ class BatchWaitMixin:
             if past_deadline or draining is not None:
                 break
             ids = gate.rebatch_candidates(round_)
-            if not ids:
-                break
-            if round_ + 1 >= self.max_rounds:
-                self.log.warning(
-                    "%d request(s) still need another round, but max_rounds=%d is reached",
-                    len(ids),
-                    self.max_rounds,
-                )
+            if not self._may_rebatch(gate, round_, ids):
                 break
             round_ += 1
             self._report(gate, report, "rebatching", statuses)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias, BaseSensorOperator, Context, PokeReturnValue
 
+from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.requests import PROVIDERS
@@ -66,6 +67,10 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` to
         add an event for the asset named by the landed ``results_uri``; the event's ``extra``
         carries results URI, counts, rounds, tiers, cost, standard cost and savings.
+    :param max_cost_usd: spend cap in USD for the whole wait (default: the submission's own
+        ``max_cost_usd``). A re-batch round or a deadline rescue whose estimate would take the
+        spend so far past it is not started; the rows keep their status and the manifest's
+        ``budget`` says what the cap stopped.
     :param deferrable: wait in the triggerer (default True) or reschedule between pokes.
     """
 
@@ -96,6 +101,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         rescue_margin: datetime.timedelta | float | None = None,
         results_asset: Asset | AssetAlias | None = None,
         deferrable: bool = True,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         if not deferrable:
@@ -143,6 +149,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.deferrable = deferrable
         self.results_asset = results_asset
         declare_results_asset(self, results_asset)
+        self.max_cost_usd = check_max_cost(max_cost_usd)
 
     # -- set-up --------------------------------------------------------------------------------
     def _manifest(self) -> Mapping[str, Any]:

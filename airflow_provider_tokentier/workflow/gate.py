@@ -24,6 +24,7 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.backends.base import BatchBackend, BatchStatus
+from airflow_provider_tokentier.core.budget import SKIPPED_BUDGET, check_within_cap, estimate_rows_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
@@ -481,6 +482,68 @@ class BatchGate:
             log.info("Round %d: re-batched %d requests into %d batch(es)", round_, len(ids), len(submitted))
         return self.batches_of(round_)
 
+    # -- the spend cap -------------------------------------------------------------------------
+    def fix_budget_cap(self, operator_cap: float | None) -> None:
+        """Record the cap in force at the first step: the operator's, else the submission's."""
+        if self.ledger.read("budget") is not None:
+            return
+        cap = operator_cap if operator_cap is not None else self.manifest.get("max_cost_usd")
+        if cap is not None:
+            self.ledger.write("budget", {"max_cost_usd": float(cap)})
+
+    def budget_cap(self) -> float | None:
+        """The spend cap in force for this task instance (None: no cap)."""
+        record = self.ledger.read("budget")
+        return None if record is None else float(record["max_cost_usd"])
+
+    def spent_usd(self) -> float:
+        """What the batches harvested so far cost (exact totals from their harvest records)."""
+        nanos = 0
+        for name in self.ledger.names("harvest-"):
+            record = self.ledger.read(name) or {}
+            nanos += int((record.get("nanos") or {}).get("cost", 0))
+        return nanos / 1_000_000_000
+
+    def within_budget(
+        self, stop: str, tier: str, batches: list[SubmittedBatch], ids: set[str] | None
+    ) -> bool:
+        """Whether a "rebatch" or "rescue" step fits the spend cap beside what was spent.
+
+        The step runs ``ids`` of ``batches`` (None: all of them) on ``tier``; a refusal is logged
+        and recorded (``budget-stop``) for the manifest.
+        """
+        cap = self.budget_cap()
+        if cap is None:
+            return True
+        rows = (
+            loads_line(line)
+            for batch in batches
+            for custom_id, _model, line in request_ids(batch.uri)
+            if ids is None or custom_id in ids
+        )
+        estimate, unpriced = estimate_rows_cost(rows, self.settings.provider, tier, self.settings.prices)
+        count = len(ids) if ids is not None else sum(b.requests for b in batches)
+        what = f"the {stop} of {count} request(s) on the {tier} tier"
+        problem = check_within_cap(cap, self.spent_usd(), estimate, unpriced, what)
+        if problem is None:
+            return True
+        log.warning("Not starting %s: %s", what, problem)
+        self.ledger.write("budget-stop", {"stopped": stop, "requests": count, "reason": problem})
+        return False
+
+    def _budget_report(self, counts: Mapping[str, int], cost_usd: float | None) -> dict[str, Any] | None:
+        cap = self.budget_cap()
+        if cap is None:
+            return None
+        stop = self.ledger.read("budget-stop") or {}
+        skipped_sync = int(counts.get(SKIPPED_BUDGET, 0))
+        return {
+            "max_cost_usd": cap,
+            "spent_usd": cost_usd,
+            "stopped": stop.get("stopped") or ("rescue" if skipped_sync else None),
+            "skipped": skipped_sync + int(stop.get("requests", 0)),
+        }
+
     # -- landing -------------------------------------------------------------------------------
     def final_errors(self) -> list[dict[str, Any]]:
         """Error groups (type, count, examples) of the rows that landed errored.
@@ -554,5 +617,6 @@ class BatchGate:
         )
         manifest["dropped_results"] = dropped
         manifest["disowned_batches"] = disowned[:100]
+        manifest["budget"] = self._budget_report(manifest["counts"], manifest["cost_usd"])
         self.ledger.write("landed", manifest)
         return manifest

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_tokentier.backends.sync_tiers import ClientSource, InfoLogger, run_sync_tier
+from airflow_provider_tokentier.core.budget import SKIPPED_BUDGET, SpendMeter
 from airflow_provider_tokentier.core.parts import DEFAULT_PART_ROWS, DEFAULT_PART_SECONDS
 from airflow_provider_tokentier.core.result_rows import ResultTally
 from airflow_provider_tokentier.state.blockio import open_block_writer
@@ -40,6 +41,7 @@ def land_on_sync_tier(
     log: InfoLogger,
     part_rows: int = DEFAULT_PART_ROWS,
     part_seconds: float = DEFAULT_PART_SECONDS,
+    max_cost_usd: float | None = None,
     **executor_options: Any,
 ) -> dict[str, Any]:
     """Run ``rows`` on flex or standard and land one row per request at ``target``, retry-safely.
@@ -53,13 +55,20 @@ def land_on_sync_tier(
     winning. One listing and one read per part, never a call per row. ``client`` builds the
     provider's async SDK client on the executor's event loop (see
     ``hooks.base.async_client_factory``). Returns the results manifest.
+
+    With ``max_cost_usd`` requests stop at the cap (what earlier tries spent counts too); the
+    rest land ``skipped_budget`` and the manifest's ``budget`` says so.
     """
     progress = state_dir / "sync-progress"
     progress.mkdir(parents=True, exist_ok=True)
     earlier = children(progress)
     finished: set[str] = set()
+    spent_before = 0.0
     for path in earlier:
-        finished.update(head.custom_id for _line, head in iter_row_heads(path) if _is_final(head))
+        for _line, head in iter_row_heads(path):
+            if _is_final(head):
+                finished.add(head.custom_id)
+            spent_before += head.cost_usd or 0.0
     if finished:
         log.info("Earlier tries already finished %d request(s); running only the rest", len(finished))
     started_ns = time.time_ns()
@@ -73,6 +82,7 @@ def land_on_sync_tier(
             client=client,
             out=parts,  # type: ignore[arg-type]  # the executor only calls write() and flush()
             logger=log,
+            budget=SpendMeter(max_cost_usd, spent=spent_before) if max_cost_usd is not None else None,
             **executor_options,
         )
     tally = ResultTally()
@@ -87,12 +97,21 @@ def land_on_sync_tier(
                 tally.add_values(head.status, head.tier, head.cost_usd, head.standard_cost_usd)
                 landed.add(head.custom_id)
                 model = model or head.model
-    return tally.manifest(
+    manifest = tally.manifest(
         results_uri=str(target),
         provider=provider,
         submitted_at=_started_at(earlier[0].name if earlier else f"{started_ns:020d}"),
         model=model,
     )
+    if max_cost_usd is not None:
+        skipped = manifest["counts"][SKIPPED_BUDGET]
+        manifest["budget"] = {
+            "max_cost_usd": max_cost_usd,
+            "spent_usd": manifest["cost_usd"],
+            "stopped": "sync" if skipped else None,
+            "skipped": skipped,
+        }
+    return manifest
 
 
 def _started_at(first_progress_name: str) -> str:

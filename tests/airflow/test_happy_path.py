@@ -38,7 +38,14 @@ def test_happy_path_lands_every_row_once_and_costs_match_the_bill(emulator, make
     )
 
     assert manifest["total"] == len(rows)
-    assert manifest["counts"] == {"succeeded": 12, "errored": 0, "expired": 0, "canceled": 0, "missing": 0}
+    assert manifest["counts"] == {
+        "succeeded": 12,
+        "errored": 0,
+        "expired": 0,
+        "canceled": 0,
+        "missing": 0,
+        "skipped_budget": 0,
+    }
     assert manifest["rounds"] == 1
     assert manifest["tiers"] == {"batch": 12, "flex": 0, "standard": 0}
     assert manifest["batches"] == [b["id"] for b in submission["batches"]]

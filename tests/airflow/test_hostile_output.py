@@ -31,7 +31,8 @@ def run_with_fault(emulator: Any, make_dag: Any, provider: str, fault: str, time
     assert manifest["counts"]["succeeded"] == sum(r["status"] == "succeeded" for r in landed)
     for row in landed:
         if row["status"] == "succeeded":
-            assert row["error"] is None and row["response"] is not None
+            assert row["error"] is None
+            assert row["response"] is not None
             assert all(value >= 0 for value in row["usage"].values())
     return manifest
 

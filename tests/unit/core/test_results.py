@@ -48,7 +48,7 @@ def prices() -> PriceTable:
 
 
 def test_contract_constants():
-    assert RESULT_STATUSES == ("succeeded", "errored", "expired", "canceled", "missing")
+    assert RESULT_STATUSES == ("succeeded", "errored", "expired", "canceled", "missing", "skipped_budget")
     assert TIERS == ("batch", "flex", "standard")
     assert PROVIDERS == ("anthropic", "openai")
     assert set(typing.get_type_hints(ResultRow)) == ROW_KEYS
@@ -230,7 +230,14 @@ def test_outcome_counts():
     counts.add("succeeded")
     counts.add("succeeded")
     counts.add("expired", 3)
-    assert counts.to_dict() == {"succeeded": 2, "errored": 0, "expired": 3, "canceled": 0, "missing": 0}
+    assert counts.to_dict() == {
+        "succeeded": 2,
+        "errored": 0,
+        "expired": 3,
+        "canceled": 0,
+        "missing": 0,
+        "skipped_budget": 0,
+    }
     assert list(counts.to_dict()) == list(RESULT_STATUSES)
     assert counts.total == 5
     with pytest.raises(ValueError, match="unknown status 'cancelled'"):
