@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -26,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name == "api_key":
             continue
         default = getattr(defaults, field.name)
-        kind = int if field.name in ("seed", "enqueued_token_limit") else float
+        kind: Any = int if field.name in ("seed", "enqueued_token_limit") else float
+        if field.name == "faults":
+            kind = json.loads  # e.g. --faults '{"html_200": 1}' (see testing/emulator/faults.py)
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",
             dest=field.name,

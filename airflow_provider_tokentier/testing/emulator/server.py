@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -105,7 +106,10 @@ class Emulator:
         for name, value in self.config.to_dict().items():
             if value is None or name == "api_key":
                 continue
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            args += [
+                f"--{name.replace('_', '-')}",
+                json.dumps(value) if isinstance(value, dict) else str(value),
+            ]
         env = dict(os.environ)
         if self.config.api_key:
             env["TOKENTIER_EMULATOR_API_KEY"] = self.config.api_key
