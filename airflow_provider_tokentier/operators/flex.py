@@ -94,6 +94,7 @@ class FlexOperator(SyncTierOperator):
         progress_part_seconds: float | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -113,6 +114,7 @@ class FlexOperator(SyncTierOperator):
             progress_part_seconds=progress_part_seconds,
             prices=prices,
             results_asset=results_asset,
+            max_cost_usd=max_cost_usd,
             executor_options={
                 "flex_patience": flex_patience,
                 "on_unavailable": on_unavailable,

@@ -78,6 +78,7 @@ class StandardOperator(SyncTierOperator):
         progress_part_seconds: float | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -97,6 +98,7 @@ class StandardOperator(SyncTierOperator):
             progress_part_seconds=progress_part_seconds,
             prices=prices,
             results_asset=results_asset,
+            max_cost_usd=max_cost_usd,
             **kwargs,
         )
 

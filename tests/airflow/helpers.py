@@ -162,11 +162,20 @@ def openai_client(emulator: Emulator, key: str = "k") -> Any:
     return openai.OpenAI(base_url=emulator.openai_base_url, api_key=key, max_retries=5)
 
 
+def user_id(wire_id: str) -> str:
+    """The user's custom_id behind a task-scoped Anthropic wire id (see core.wire_ids)."""
+    from airflow_provider_tokentier.core.wire_ids import SCOPE_LENGTH, from_wire, is_scope
+
+    scope = wire_id[:SCOPE_LENGTH]
+    found = from_wire(scope, wire_id) if is_scope(scope) else None
+    return found if isinstance(found, str) else wire_id
+
+
 def sdk_outcomes(emulator: Emulator, provider: str, batch_id: str) -> dict[str, str]:
     """custom_id -> outcome of an ended batch, read straight through the official SDK."""
     if provider == "anthropic":
         with anthropic_client(emulator) as client:
-            return {r.custom_id: r.result.type for r in client.messages.batches.results(batch_id)}
+            return {user_id(r.custom_id): r.result.type for r in client.messages.batches.results(batch_id)}
     outcomes: dict[str, str] = {}
     with openai_client(emulator) as client:
         batch = client.batches.retrieve(batch_id)

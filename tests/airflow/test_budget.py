@@ -149,7 +149,7 @@ def small_rows(provider: str, n: int) -> list[dict[str, Any]]:
 def test_flex_and_standard_stop_at_the_cap_and_skip_the_rest(
     emulator, dag_id, state_root, provider, operator_name, tier
 ):
-    from airflow_provider_tokentier.operators import flex
+    from airflow_provider_tokentier import operators
 
     # Output capped at 8 tokens, which the emulator's replies reach: estimates are close to the bill.
     rows = small_rows(provider, 20)
@@ -157,7 +157,7 @@ def test_flex_and_standard_stop_at_the_cap_and_skip_the_rest(
 
     def build(root: str) -> Any:
         kwargs: dict[str, Any] = {"provider": provider} if operator_name == "StandardOperator" else {}
-        return getattr(flex, operator_name)(
+        return getattr(operators, operator_name)(
             task_id="run",
             requests=rows,
             state_root=root,

@@ -22,7 +22,7 @@ from airflow_provider_tokentier.backends.sync_tiers import (
     run_sync_tier,
 )
 from airflow_provider_tokentier.core.pricing import UnknownModelPriceWarning, sum_usd
-from airflow_provider_tokentier.core.result_rows import ResultTally
+from airflow_provider_tokentier.core.result_rows import RESULT_STATUSES, ResultTally
 from airflow_provider_tokentier.results import read_results
 from airflow_provider_tokentier.testing import Emulator
 from tests.integration.executors.conftest import (
@@ -84,7 +84,7 @@ def _check_manifest(manifest: dict[str, Any], rows: list[dict[str, Any]], provid
     assert manifest["cost_usd"] == sum_usd(row["cost_usd"] for row in rows)
     assert manifest["standard_cost_usd"] == sum_usd(row["standard_cost_usd"] for row in rows)
     assert dict(manifest["counts"]) == {
-        **dict.fromkeys(("succeeded", "errored", "expired", "canceled", "missing"), 0),
+        **dict.fromkeys(RESULT_STATUSES, 0),
         **Counter(row["status"] for row in rows),
     }
     assert manifest["tiers"] == {"batch": 0, "flex": 0, "standard": 0, **Counter(row["tier"] for row in rows)}
