@@ -33,7 +33,7 @@ from airflow_provider_tokentier.core.errors import BatchNotEndedError
 from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import usage_from_anthropic
 from airflow_provider_tokentier.core.result_rows import is_retryable_error
-from airflow_provider_tokentier.core.wire_ids import rewrite_line
+from airflow_provider_tokentier.core.wire_ids import MAX_VERBATIM_ID, rewrite_line
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,9 @@ class _RequestsBody:
     holds more than about one read chunk in memory. One scan counts the requests and fixes the
     exact length; a canonical file (every line one JSON object, newline-terminated, no blank
     lines -- what tokentier writes) is then sent block by block with newlines turned into
-    commas, and any other file line by line. With an ``id_scope`` every line is sent with its
-    task-scoped wire custom_id (:func:`core.wire_ids.rewrite_line`), line by line.
+    commas, and any other file line by line. With an ``id_scope`` every request goes out with
+    its task-scoped wire custom_id (:mod:`core.wire_ids`): in a canonical file whose ids all
+    travel verbatim, by one regex substitution per block; otherwise line by line.
     """
 
     _HEAD = b'{"requests":['
@@ -133,20 +134,27 @@ class _RequestsBody:
     def __init__(self, path: pathlib.Path, id_scope: str | None = None) -> None:
         self._path = path
         self._scope = id_scope
-        self._canonical = id_scope is None
+        self._wire_head = (
+            b"" if id_scope is None else b'\n{"custom_id":"' + id_scope.encode("ascii") + rb'-\1"'
+        )
+        self._canonical = True
         newlines = size = 0
-        with path.open("rb") as handle:
-            previous = b"\n"
-            while self._canonical and (block := handle.read(READ_CHUNK_SIZE)):
-                size += len(block)
-                newlines += block.count(b"\n")
-                if self._canonical and _BLANK_LINE.search(previous + block):
-                    self._canonical = False
-                previous = block[-1:]
+        previous = b"\n"
+        for block in self._aligned_blocks() if id_scope is not None else self._raw_blocks():
+            size += len(block)
+            lines = block.count(b"\n")
+            newlines += lines
+            if _BLANK_LINE.search(previous + block) or (
+                id_scope is not None and len(_VERBATIM_HEAD.findall(b"\n" + block)) != lines
+            ):
+                self._canonical = False
+                break
+            previous = block[-1:]
         self._canonical = self._canonical and size > 0 and previous == b"\n"
         if self._canonical:
             self.request_count = newlines
-            self._size = len(self._HEAD) + size - 1 + len(self._TAIL)
+            grown = newlines * (len(id_scope) + 1) if id_scope is not None else 0
+            self._size = len(self._HEAD) + size + grown - 1 + len(self._TAIL)
             return
         count = line_bytes = 0
         for line in self._lines():
@@ -154,6 +162,23 @@ class _RequestsBody:
             line_bytes += len(line)
         self.request_count = count
         self._size = len(self._HEAD) + line_bytes + max(count - 1, 0) + len(self._TAIL)
+
+    def _aligned_blocks(self) -> Iterator[bytes]:
+        """The file in blocks of about ``READ_CHUNK_SIZE`` that end at a line end (the last may not)."""
+        with self._path.open("rb") as handle:
+            carry = b""
+            while block := handle.read(READ_CHUNK_SIZE):
+                block = carry + block if carry else block
+                cut = block.rfind(b"\n") + 1
+                carry = block[cut:]
+                if cut:
+                    yield block[:cut]
+            if carry:
+                yield carry
+
+    def _raw_blocks(self) -> Iterator[bytes]:
+        with self._path.open("rb") as handle:
+            yield from iter(lambda: handle.read(READ_CHUNK_SIZE), b"")
 
     def _lines(self) -> Iterator[bytes]:
         with self._path.open("rb") as handle:
@@ -184,17 +209,21 @@ class _RequestsBody:
 
     def _blocks(self) -> Iterator[bytes]:
         yield self._HEAD
-        with self._path.open("rb") as handle:
-            pending = b""
-            while block := handle.read(READ_CHUNK_SIZE):
-                if pending:
-                    yield pending
-                # The file's last newline ends the array instead of separating two items.
-                pending = block.replace(b"\n", b",")
-            yield pending[:-1]
+        pending = b""
+        for block in self._aligned_blocks() if self._scope is not None else self._raw_blocks():
+            if pending:
+                yield pending
+            if self._scope is not None:
+                # Anchored on a literal newline, the pattern is found by a fast literal search.
+                block = _VERBATIM_HEAD.sub(self._wire_head, b"\n" + block)[1:]
+            # The file's last newline ends the array instead of separating two items.
+            pending = block.replace(b"\n", b",")
+        yield pending[:-1]
         yield self._TAIL
 
 
+#: The head of a canonical request line whose custom_id travels verbatim after its scope.
+_VERBATIM_HEAD = re.compile(rb'\n\{"custom_id":"([A-Za-z0-9_-]{1,%d})"' % MAX_VERBATIM_ID)
 #: A line holding nothing but whitespace, which would leave an empty array item.
 _BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 
