@@ -28,7 +28,6 @@ __all__ = [
     "BUDGET_EXCEEDED",
     "DEFAULT_OUTPUT_TOKENS",
     "SKIPPED_BUDGET",
-    "STOP_POINTS",
     "BudgetExceededError",
     "SpendMeter",
     "check_max_cost",
@@ -37,8 +36,6 @@ __all__ = [
     "estimate_rows_cost",
 ]
 
-#: Where a cap can stop work: a re-batch round, a deadline rescue, a flex/standard run.
-STOP_POINTS = ("rebatch", "rescue", "sync")
 
 _OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
