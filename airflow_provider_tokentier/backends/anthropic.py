@@ -17,7 +17,6 @@ from airflow_provider_tokentier.backends.base import (
     BatchStatus,
     Outcome,
     call_with_retry,
-    checked_usage,
     create_batch_once,
     error_dict,
     is_transient_error,
@@ -81,7 +80,7 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
                 custom_id=custom_id,
                 status="succeeded",
                 response=message,
-                usage=checked_usage(usage_from_anthropic(message["usage"])),
+                usage=usage_from_anthropic(message["usage"]),
                 model=model if isinstance(model, str) else None,
             )
         elif kind == "errored":

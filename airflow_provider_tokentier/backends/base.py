@@ -129,14 +129,6 @@ def clip_message(message: str) -> str:
     return f"{message[:MAX_ERROR_MESSAGE]}... [{len(message) - MAX_ERROR_MESSAGE} more characters cut]"
 
 
-def checked_usage(usage: Usage) -> Usage:
-    """``usage`` itself; a negative token count (a report no provider bills) raises ValueError."""
-    negative = {name: value for name, value in dataclasses.asdict(usage).items() if value < 0}
-    if negative:
-        raise ValueError(f"usage reports negative token counts {negative}")
-    return usage
-
-
 def malformed_outcomes(raw: bytes, reason: str, provider: str) -> Iterator[Outcome]:
     """Yield an ``errored``/``malformed_result`` outcome for an unparsable result line.
 

@@ -17,7 +17,6 @@ from airflow_provider_tokentier.backends.base import (
     Outcome,
     call_with_retry,
     check_request_count,
-    checked_usage,
     create_batch_once,
     error_dict,
     is_transient_error,
@@ -98,7 +97,7 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
                 custom_id=custom_id,
                 status="succeeded",
                 response=body,
-                usage=checked_usage(usage_from_openai(usage)) if isinstance(usage, dict) else Usage(),
+                usage=usage_from_openai(usage) if isinstance(usage, dict) else Usage(),
                 model=model if isinstance(model, str) else None,
             )
         elif isinstance(error, dict):
