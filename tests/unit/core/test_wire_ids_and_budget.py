@@ -29,7 +29,8 @@ from airflow_provider_tokentier.core.wire_ids import (
 
 def test_scope_is_stable_short_and_distinct_per_task_workload_and_chunk():
     scope = id_scope(["dag/run/task/-1", "fp", "r0-c0"])
-    assert is_scope(scope) and len(scope) == 11
+    assert is_scope(scope)
+    assert len(scope) == 11
     assert scope == id_scope(["dag/run/task/-1", "fp", "r0-c0"])
     assert scope != id_scope(["dag/run/task/-1", "fp", "r0-c1"])
     assert scope != id_scope(["dag/run/other/-1", "fp", "r0-c0"])
@@ -40,7 +41,8 @@ def test_scope_is_stable_short_and_distinct_per_task_workload_and_chunk():
 def test_wire_ids_fit_the_provider_pattern_and_map_back(custom_id):
     scope = id_scope(["t", "f", "c"])
     wire = to_wire(scope, custom_id, 17)
-    assert len(wire) <= MAX_CUSTOM_ID and CUSTOM_ID_PATTERN.match(wire)
+    assert len(wire) <= MAX_CUSTOM_ID
+    assert CUSTOM_ID_PATTERN.match(wire)
     back = from_wire(scope, wire)
     assert back == (custom_id if len(custom_id) <= MAX_VERBATIM_ID else 17)
 
@@ -81,17 +83,21 @@ def test_estimates_use_the_requests_output_cap_or_a_default():
     }
     batch = estimate_row_cost(capped, "anthropic", "batch")
     standard = estimate_row_cost(capped, "anthropic", "standard")
-    assert batch is not None and standard is not None and batch == pytest.approx(standard / 2)
+    assert batch is not None
+    assert standard is not None
+    assert batch == pytest.approx(standard / 2)
     assert standard > 100 * 5 / 1e6  # 100 output tokens at $5/M, plus the input
     default = estimate_row_cost(uncapped, "openai", "standard")
-    assert default is not None and default >= DEFAULT_OUTPUT_TOKENS * 0.5 / 1e6
+    assert default is not None
+    assert default >= DEFAULT_OUTPUT_TOKENS * 0.5 / 1e6
     with pytest.warns(UnknownModelPriceWarning):
         total, unpriced = estimate_rows_cost(
             [capped, {"custom_id": "c", "params": {"model": "no-such-model", "max_tokens": 1}}],
             "anthropic",
             "batch",
         )
-    assert total == pytest.approx(batch) and unpriced == ["no-such-model"]
+    assert total == pytest.approx(batch)
+    assert unpriced == ["no-such-model"]
     assert "no known price" in (check_within_cap(1.0, 0.0, total, unpriced, "it") or "")
     assert check_within_cap(1.0, 0.5, 0.4, [], "it") is None
     assert "cross" in (check_within_cap(1.0, 0.7, 0.4, [], "it") or "")
@@ -100,11 +106,13 @@ def test_estimates_use_the_requests_output_cap_or_a_default():
 
 def test_the_meter_stops_for_good_at_the_first_request_that_does_not_fit():
     meter = SpendMeter(cap=1.0)
-    assert meter.try_start(0.4) and meter.try_start(0.4)
+    assert meter.try_start(0.4)
+    assert meter.try_start(0.4)
     assert not meter.try_start(0.4)  # 0.8 reserved
     meter.finish(0.4, 0.1)
     assert not meter.try_start(0.1)  # stopped: the rest is skipped, not squeezed in
     assert meter.report() == {"max_cost_usd": 1.0, "spent_usd": 0.1, "stopped": "sync", "skipped": 2}
     unlimited = SpendMeter(cap=None)
-    assert unlimited.try_start(None) and unlimited.report() is None
+    assert unlimited.try_start(None)
+    assert unlimited.report() is None
     assert not SpendMeter(cap=1.0).try_start(None)  # an unpriced request cannot be metered
