@@ -41,14 +41,29 @@ def test_old_submission_manifest_reads_and_writes_back_with_a_version():
     assert "schema_version" not in old
     manifest = SubmissionManifest.from_dict(old)
     assert manifest.batches[0].id == old["batches"][0]["id"]
-    assert manifest.to_dict() == {**old, "schema_version": SCHEMA_VERSION}
+    # Keys added since, without a version bump (optional, null when absent): the spend cap and
+    # the task scope of the custom_ids sent.
+    assert manifest.to_dict() == {
+        **old,
+        "batches": [{**batch, "id_scope": None} for batch in old["batches"]],
+        "max_cost_usd": None,
+        "estimated_cost_usd": None,
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 def test_old_results_manifest_reads_and_writes_back_with_a_version():
     old = _json("results_manifest.json")
     manifest = ResultsManifest.from_dict(old)
     assert manifest.counts["succeeded"] == 3
-    assert manifest.to_dict() == {**old, "schema_version": SCHEMA_VERSION}
+    # Keys added since, without a version bump (optional, null or empty when absent).
+    assert manifest.to_dict() == {
+        **old,
+        "budget": None,
+        "dropped_results": None,
+        "disowned_batches": [],
+        "schema_version": SCHEMA_VERSION,
+    }
 
 
 def test_old_submit_ledger_reads_as_typed_records(tmp_path):
@@ -58,7 +73,7 @@ def test_old_submit_ledger_reads_as_typed_records(tmp_path):
     workload = Workload.from_dict(ledger.read("workload"))
     manifest = _json("submission_manifest.json")
 
-    assert submitted.to_dict() == manifest["batches"][0]
+    assert submitted.to_dict() == {**manifest["batches"][0], "id_scope": None}
     assert intent.requests == submitted.requests == workload.total == 3
     assert intent.tag["tokentier_workload"] == workload.fingerprint == manifest["fingerprint"]
     assert [b["id"] for b in ledger.batches()] == [submitted.id]

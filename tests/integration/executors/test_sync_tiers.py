@@ -52,6 +52,9 @@ MANIFEST_KEYS = {
     "submitted_at",
     "finished_at",
     "deadline",
+    "budget",
+    "dropped_results",
+    "disowned_batches",
     "schema_version",
 }
 
