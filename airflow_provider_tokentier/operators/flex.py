@@ -64,6 +64,8 @@ class FlexOperator(SyncTierOperator):
         of the built-in table and ``[tokentier] prices``.
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
         the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
+    :param fail_on_partial: fail the task (after landing the rows) when any request did not
+        succeed (default True); False succeeds and reports the counts in the manifest.
     """
 
     tier = "flex"
@@ -91,6 +93,7 @@ class FlexOperator(SyncTierOperator):
         progress_part_seconds: float | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
+        fail_on_partial: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -110,6 +113,7 @@ class FlexOperator(SyncTierOperator):
             progress_part_seconds=progress_part_seconds,
             prices=prices,
             results_asset=results_asset,
+            fail_on_partial=fail_on_partial,
             executor_options={
                 "flex_patience": flex_patience,
                 "on_unavailable": on_unavailable,

@@ -51,6 +51,8 @@ class StandardOperator(SyncTierOperator):
         of the built-in table and ``[tokentier] prices``.
     :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
         the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
+    :param fail_on_partial: fail the task (after landing the rows) when any request did not
+        succeed (default True); False succeeds and reports the counts in the manifest.
     """
 
     tier = "standard"
@@ -75,6 +77,7 @@ class StandardOperator(SyncTierOperator):
         progress_part_seconds: float | None = None,
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
+        fail_on_partial: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -94,6 +97,7 @@ class StandardOperator(SyncTierOperator):
             progress_part_seconds=progress_part_seconds,
             prices=prices,
             results_asset=results_asset,
+            fail_on_partial=fail_on_partial,
             **kwargs,
         )
 

@@ -27,7 +27,10 @@ PriceOverride = Mapping[str, Any] | str | os.PathLike[str]
 
 def configured_prices() -> str | None:
     """The raw ``[tokentier] prices`` value, or ``None`` when unset or blank."""
-    from airflow.sdk.configuration import conf
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1 has no Task SDK configuration module
+        from airflow.configuration import conf  # type: ignore[no-redef,unused-ignore]
 
     value = conf.get("tokentier", "prices", fallback=None)
     return value if value and value.strip() else None
