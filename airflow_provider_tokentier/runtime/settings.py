@@ -25,14 +25,18 @@ from airflow_provider_tokentier.core.pricing import PriceTable, default_price_ta
 PriceOverride = Mapping[str, Any] | str | os.PathLike[str]
 
 
-def configured_prices() -> str | None:
-    """The raw ``[tokentier] prices`` value, or ``None`` when unset or blank."""
+def airflow_conf() -> Any:
+    """Airflow's configuration parser, wherever this Airflow version keeps it."""
     try:
         from airflow.sdk.configuration import conf
     except ImportError:  # Airflow 3.1 has no Task SDK configuration module
         from airflow.configuration import conf  # type: ignore[no-redef,unused-ignore]
+    return conf
 
-    value = conf.get("tokentier", "prices", fallback=None)
+
+def configured_prices() -> str | None:
+    """The raw ``[tokentier] prices`` value, or ``None`` when unset or blank."""
+    value = airflow_conf().get("tokentier", "prices", fallback=None)
     return value if value and value.strip() else None
 
 
@@ -69,17 +73,13 @@ def resolve_price_table(override: PriceOverride | None = None, *, use_config: bo
 
 def console_url(provider: str) -> str | None:
     """``[tokentier] {provider}_console_url``: the provider console's batches page (None: the default)."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.get("tokentier", f"{provider}_console_url", fallback=None)
+    value = airflow_conf().get("tokentier", f"{provider}_console_url", fallback=None)
     return value.strip() if value and value.strip() else None
 
 
 def api_base_url() -> str:
     """``[api] base_url`` (empty when unset: links are then relative to the UI's own origin)."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.get("api", "base_url", fallback=None)
+    value = airflow_conf().get("api", "base_url", fallback=None)
     return value.strip() if value and value.strip() else ""
 
 
