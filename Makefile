@@ -44,7 +44,10 @@ OLDEST_DESELECT := \
 	--deselect tests/airflow/test_deadline_stuck.py::test_deadline_already_past_at_first_poke_cancels_and_lands_round_0_only \
 	--deselect tests/airflow/test_secrets.py::test_api_key_appears_nowhere \
 	--deselect tests/airflow/test_waiting.py::test_sensor_rides_out_a_short_provider_outage_when_it_resumes \
-	--deselect tests/airflow/test_waiting_bounds.py::test_the_wait_timeout_of_a_try_is_kept_across_deferrals
+	--deselect tests/airflow/test_waiting_bounds.py::test_the_wait_timeout_of_a_try_is_kept_across_deferrals \
+	--deselect tests/airflow/test_monitoring.py
+# test_monitoring reads the progress record from the task_state_store table, which 3.1 lacks
+# (there the record is an XCom); it runs on 3.3 above.
 
 lint: | $(UV)
 	$(UV) run --locked ruff check .
