@@ -91,7 +91,7 @@ SINGLE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "De
 
 def configured_state_root() -> str | None:
     """The raw ``[tokentier] state_root`` value, or ``None`` when unset or blank."""
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     value = conf.get("tokentier", "state_root", fallback=None)
     return value.strip() if value and value.strip() else None
@@ -99,7 +99,7 @@ def configured_state_root() -> str | None:
 
 def state_root_is_shared() -> bool:
     """``[tokentier] state_root_is_shared``: the operator vouches that local paths are a shared mount."""
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     return conf.getboolean("tokentier", "state_root_is_shared", fallback=False)
 
@@ -110,7 +110,7 @@ def progress_parts(rows: int | None = None, seconds: float | None = None) -> dic
     The arguments (operator parameters) win over ``[tokentier] progress_part_rows`` and
     ``progress_part_seconds``, which win over the built-in defaults.
     """
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     from airflow_provider_tokentier.core.parts import DEFAULT_PART_ROWS, DEFAULT_PART_SECONDS
 
@@ -132,7 +132,7 @@ def multi_machine_executors() -> list[str]:
     entries; everything but the single-machine executors counts, custom ones included, since
     guessing wrong would mean paying twice.
     """
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     value = conf.get("core", "executor", fallback="") or "LocalExecutor"
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
