@@ -131,8 +131,7 @@ def test_credentials_in_the_connection_host_are_stripped_and_never_logged(
     run = run_dag(make_dag(provider, rows_for(provider, 3)))
     output = task_output(capfd, caplog)
     assert run.states == {"submit": "success", "ready": "success"}, run.states
-    assert "HTTP Request" in output, "the capture holds the task and trigger logs"
-    assert "the host carried credentials" in output
+    assert "the host carried credentials" in output, "the capture holds the task logs"
     assert HOST_SECRET not in output
     assert _files_containing(Path(state_root), HOST_SECRET.encode()) == []
     assert HOST_SECRET not in json.dumps(all_xcom_values(run.dag_run.dag_id), default=str)
