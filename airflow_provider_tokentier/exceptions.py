@@ -17,11 +17,19 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException
 
+try:
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # Airflow 3.1: not in the Task SDK yet
+    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[attr-defined,no-redef,unused-ignore]
+
 from airflow_provider_tokentier.core.errors import (
     AmbiguousSubmissionError,
     BatchNotEndedError,
     BudgetExceededError,
+    InvalidArgumentError,
+    JsonlFileError,
     LocalStateError,
+    MissingConnectionError,
     NonFlexModelError,
     RequestValidationError,
     SchemaVersionError,
@@ -40,12 +48,33 @@ class BatchStuckError(TokentierError, AirflowException):
     """A batch stopped moving (finalizing/canceling/no progress) for longer than ``stuck_after``."""
 
 
+class BatchPollError(TokentierError, AirflowException):
+    """The wait could not poll the provider.
+
+    A non-transient error, or transient ones (429, 5xx, connection errors) for longer than
+    ``poll_error_patience``. The message names the provider, the batches and the last error.
+    """
+
+
+class BatchWaitTimeoutError(TokentierError, AirflowSensorTimeout):
+    """The wait took longer than its timeout.
+
+    The sensor's ``timeout`` or the operator's ``wait_timeout``; the batches keep running at the
+    provider. Not retried, like any sensor timeout.
+    """
+
+
 __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
+    "BatchPollError",
     "BatchStuckError",
+    "BatchWaitTimeoutError",
     "BudgetExceededError",
+    "InvalidArgumentError",
+    "JsonlFileError",
     "LocalStateError",
+    "MissingConnectionError",
     "NonFlexModelError",
     "PartialResultsError",
     "RequestValidationError",

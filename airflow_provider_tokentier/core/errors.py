@@ -28,6 +28,38 @@ class RequestValidationError(TokentierError, ValueError):
         super().__init__(f"request #{index} (custom_id={custom_id!r}): {message}")
 
 
+class InvalidArgumentError(TokentierError, ValueError):
+    """An operator or sensor argument that cannot work; ``parameter`` names it.
+
+    ``str(error)`` reads ``<parameter>: <reason>``.
+    """
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        """Build the error from the parameter's name and what is wrong with its value."""
+        self.parameter = parameter
+        self.reason = reason
+        super().__init__(f"{parameter}: {reason}")
+
+
+class JsonlFileError(TokentierError, ValueError):
+    """A line of a JSONL file that is not one JSON object.
+
+    ``source`` names the file, ``line`` is the 1-based line number (as an editor shows it) and
+    ``reason`` the message without the prefix; ``str(error)`` reads ``<source> line 7: <reason>``.
+    """
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        """Build the error from the file's name, the 1-based line number and what is wrong."""
+        self.source = source
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{source} line {line}: {reason}")
+
+
+class MissingConnectionError(TokentierError, ValueError):
+    """No API key: the connection does not exist (or has no password) and no ``*_API_KEY`` is set."""
+
+
 class NonFlexModelError(TokentierError, ValueError):
     """A flex run was asked for a model or endpoint known to have no flex tier (policy "error")."""
 
@@ -78,7 +110,10 @@ __all__ = [
     "AmbiguousSubmissionError",
     "BatchNotEndedError",
     "BudgetExceededError",
+    "InvalidArgumentError",
+    "JsonlFileError",
     "LocalStateError",
+    "MissingConnectionError",
     "NonFlexModelError",
     "RequestValidationError",
     "SchemaVersionError",

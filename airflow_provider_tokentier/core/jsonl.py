@@ -9,8 +9,11 @@ differ only in float exponent spelling (``1e16`` vs ``1e+16``) and in NaN handli
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from airflow_provider_tokentier.core.errors import JsonlFileError
 
 
 def _stdlib_encode(obj: Any) -> bytes:
@@ -51,3 +54,94 @@ def loads_line(data: bytes | str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+#: The UTF-8 encoding of U+FEFF, which Windows tools put at the start of "UTF-8" files.
+UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SURROGATE_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})|"
+    rb"(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
+
+
+def iter_jsonl_objects(blocks: Iterable[bytes], *, source: str) -> Iterator[dict[str, Any]]:
+    """Decode a JSONL byte stream (given in blocks of any size) into one dict per non-blank line.
+
+    A UTF-8 byte-order mark at the very start is accepted and dropped (Windows tools write
+    one). Anything else that is not one JSON object per line raises :class:`JsonlFileError`
+    naming ``source`` and the line, and saying what is wrong: bytes that are not UTF-8, a
+    UTF-16 file, a byte-order mark past line 1, a JSON array or a pretty-printed object instead
+    of JSONL, a line holding an array, string or number, ``NaN``/``Infinity``, a lone
+    surrogate escape, or a last line cut off mid-object.
+    """
+    line_number = 0
+    tail = b""
+    for block in blocks:
+        lines = (tail + block).split(b"\n")
+        tail = lines.pop()
+        for line in lines:
+            line_number += 1
+            if line.strip():
+                yield _decode_object(line, line_number, source, cut_off=False)
+    if tail.strip():
+        yield _decode_object(tail, line_number + 1, source, cut_off=True)
+
+
+def _decode_object(line: bytes, number: int, source: str, *, cut_off: bool) -> dict[str, Any]:
+    if number == 1 and line.startswith(UTF8_BOM):
+        line = line[len(UTF8_BOM) :]
+    try:
+        value = _decode(line)
+    except ValueError as exc:  # msgspec.DecodeError, json.JSONDecodeError, UnicodeDecodeError
+        raise JsonlFileError(source, number, _why_undecodable(line, number, cut_off, exc)) from None
+    if isinstance(value, dict):
+        return value
+    if number == 1 and isinstance(value, list):
+        raise JsonlFileError(source, number, _ARRAY_NOT_JSONL)
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+    raise JsonlFileError(
+        source, number, f"expected a JSON object, got {kind}; write one request object per line"
+    )
+
+
+_ARRAY_NOT_JSONL = (
+    "the file holds a JSON array, not JSONL; write one request object per line, without the "
+    "enclosing [ ] and the commas between objects"
+)
+
+
+def _why_undecodable(line: bytes, number: int, cut_off: bool, exc: ValueError) -> str:
+    """Name the reason a line failed to decode, most specific first."""
+    if line.startswith(_UTF16_BOMS):
+        return "the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8"
+    if line.startswith(UTF8_BOM):
+        return (
+            "the line starts with a UTF-8 byte-order mark, allowed only at the start of the file "
+            "(were files concatenated?)"
+        )
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"not valid UTF-8: byte 0x{line[bad.start]:02x} at column {bad.start + 1}; save the file as UTF-8"
+        )
+    surrogate = _SURROGATE_ESCAPE.search(line)
+    if surrogate is not None:
+        return (
+            f"lone surrogate escape {surrogate.group().decode()} at column {surrogate.start() + 1}: "
+            "half of a UTF-16 pair is not valid Unicode text; fix what produced it"
+        )
+    if _NON_FINITE_LITERAL.search(line):
+        return "NaN or Infinity is not valid JSON (a request must hold finite numbers)"
+    stripped = line.strip()
+    if number == 1 and stripped.startswith(b"["):
+        return _ARRAY_NOT_JSONL
+    if cut_off and "truncated" in str(exc):
+        return "the last line ends mid-object with no newline after it: the file looks truncated"
+    if stripped in (b"{", b"}", b"},", b"]") or "truncated" in str(exc):
+        return f"not a complete JSON object ({exc}); JSONL needs each request on one line"
+    return f"not valid JSON ({exc})"

@@ -6,6 +6,7 @@ error names the row number and its ``custom_id`` so a user can find it in a file
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -159,6 +160,68 @@ def _reject_streaming(index: int, custom_id: str, payload: Mapping[str, Any], fi
         raise RequestValidationError(index, custom_id, f"{field}.stream=true is not allowed in a batch")
 
 
+def _check_sendable(index: int, custom_id: str, payload: Mapping[str, Any], field: str) -> None:
+    """Refuse values JSON cannot carry: NaN/Infinity and strings with lone surrogates.
+
+    msgspec would send NaN as null; a lone surrogate is not encodable as UTF-8. One compact
+    encode per row finds both cheaply; the payload is walked only to name the field when the
+    encoding hints at a problem.
+    """
+    try:
+        encoded = dumps_line(payload)
+    except UnicodeEncodeError:
+        encoded = b"null"  # walk to name the string
+    except TypeError as exc:  # an object msgspec cannot encode
+        raise RequestValidationError(
+            index, custom_id, f"{field} holds a value JSON cannot carry: {exc}"
+        ) from None
+    if b"null" not in encoded:
+        return
+    problem = _first_unsendable(payload, field)
+    if problem is not None:
+        raise RequestValidationError(index, custom_id, problem)
+
+
+def unsendable_value(row: Any) -> str | None:
+    """What in ``row`` JSON cannot carry (NaN/Infinity, a lone surrogate), by path, or None.
+
+    For rows that must be refused before they even reach validation, such as literal operator
+    arguments Airflow itself could not serialize.
+    """
+    if not isinstance(row, Mapping):
+        return None
+    for key, value in row.items():
+        found = _first_unsendable(value, str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _first_unsendable(value: Any, path: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}; JSON carries only finite numbers (NaN and Infinity are not sent)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"{path} holds a lone surrogate {value[exc.start]!r} at position {exc.start}: "
+                "not valid Unicode text, so it cannot be sent as UTF-8"
+            )
+        return None
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _first_unsendable(item, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
+
+
 def _payload_copy(index: int, custom_id: str, row: Mapping[str, Any], field: str) -> dict[str, Any]:
     payload = row.get(field)
     if payload is None:
@@ -191,6 +254,7 @@ def _iter_anthropic(rows: Iterable[Mapping[str, Any]], default_model: str | None
         if not isinstance(messages, list) or not messages:
             raise RequestValidationError(index, custom_id, "params.messages must be a non-empty list")
         _reject_streaming(index, custom_id, params, "params")
+        _check_sendable(index, custom_id, params, "params")
         yield {"custom_id": custom_id, "params": params}
 
 
@@ -243,4 +307,5 @@ def _iter_openai(
         if isinstance(value, (str, list)) and not value:
             raise RequestValidationError(index, custom_id, f"body.{required} must not be empty")
         _reject_streaming(index, custom_id, body, "body")
+        _check_sendable(index, custom_id, body, "body")
         yield {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}

@@ -20,6 +20,7 @@ class TokentierAnthropicHook(ProviderHook[anthropic.Anthropic, anthropic.AsyncAn
     """
 
     provider = "anthropic"
+    api_key_env = "ANTHROPIC_API_KEY"
     default_conn_name = "anthropic_default"
     conn_type = "tokentier_anthropic"
     hook_name = "Anthropic (tokentier)"

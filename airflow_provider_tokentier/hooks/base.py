@@ -5,13 +5,24 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx2
 from airflow.sdk import BaseHook, Connection
-from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_tokentier.core.errors import MissingConnectionError
+
+try:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:  # Airflow 3.1: the Task SDK does not re-export it yet
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[attr-defined,no-redef,unused-ignore]
+
+_log = logging.getLogger(__name__)
 
 SyncClientT = TypeVar("SyncClientT")
 AsyncClientT = TypeVar("AsyncClientT")
@@ -66,6 +77,8 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
 
     provider: ClassVar[str]
     default_conn_name: ClassVar[str]
+    #: The environment variable the SDK reads its API key from when none is given.
+    api_key_env: ClassVar[str]
     conn_name_attr = "conn_id"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -86,12 +99,29 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
 
     # -- connection -> client options ---------------------------------------------------------
     def client_options(self) -> dict[str, Any]:
-        """SDK constructor arguments from the connection (empty when it does not exist)."""
+        """SDK constructor arguments from the connection.
+
+        Without the connection, the SDK's ``*_API_KEY`` environment variable is used (and the
+        log says so); without either, `MissingConnectionError` names both, before any call.
+        """
         try:
             conn = self.get_connection(self.conn_id)
         except AirflowNotFoundException:
-            return self._common_options({})
-        return self._common_options(self.options_from_connection(conn))
+            conn = None
+        return self._common_options(self._options_or_environment(conn))
+
+    def _options_or_environment(self, conn: Any) -> dict[str, Any]:
+        options = {} if conn is None else self.options_from_connection(conn)
+        if "api_key" in options:
+            return options
+        where = f"connection {self.conn_id!r} " + ("does not exist" if conn is None else "has no password")
+        if os.environ.get(self.api_key_env):
+            _log.info("%s; using the API key in %s from the environment", where, self.api_key_env)
+            return options
+        raise MissingConnectionError(
+            f"{where} and {self.api_key_env} is not set: no API key for {self.provider}. Create the "
+            f"connection (conn_id {self.conn_id!r}, password = the API key) or set {self.api_key_env}."
+        )
 
     def _common_options(self, options: dict[str, Any]) -> dict[str, Any]:
         if self.max_retries is not None:
@@ -106,8 +136,30 @@ class ProviderHook(BaseHook, Generic[SyncClientT, AsyncClientT]):
         if conn.password:
             options["api_key"] = conn.password
         if conn.host:
-            options["base_url"] = self.normalize_base_url(conn.host)
+            options["base_url"] = self.normalize_base_url(self._without_credentials(conn.host))
         return options
+
+    def _without_credentials(self, host: str) -> str:
+        """``host`` without a ``user:password@`` part, which is masked in every log.
+
+        The SDKs would put it in the base URL, and httpx logs that URL with every request. The
+        API key belongs in the connection's password field.
+        """
+        parts = urllib.parse.urlsplit(host if "//" in host else f"//{host}")
+        if parts.username is None and parts.password is None:
+            return host
+        userinfo = parts.netloc.rpartition("@")[0]
+        for secret in (userinfo, parts.password, urllib.parse.unquote(parts.password or "")):
+            if secret:
+                mask_secret(secret)
+        _log.warning(
+            "Connection %r: the host carried credentials (user:password@); they were removed from "
+            "the base URL and masked. Put the API key in the connection's password field.",
+            self.conn_id,
+        )
+        hostport = parts.netloc.rpartition("@")[2]
+        stripped = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+        return stripped if "//" in host else stripped.removeprefix("//")
 
     def normalize_base_url(self, host: str) -> str:
         """The connection host as the SDK wants its ``base_url``."""

@@ -22,6 +22,7 @@ class TokentierOpenAIHook(ProviderHook[openai.OpenAI, openai.AsyncOpenAI]):
     """
 
     provider = "openai"
+    api_key_env = "OPENAI_API_KEY"
     default_conn_name = "openai_default"
     conn_type = "tokentier_openai"
     hook_name = "OpenAI (tokentier)"

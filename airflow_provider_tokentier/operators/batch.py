@@ -11,12 +11,13 @@ from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
 from airflow_provider_tokentier.core.progress import ProgressRecord
 from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 from airflow_provider_tokentier.runtime.batch_submit import submit_workload
 from airflow_provider_tokentier.runtime.dag_stages import SUBMIT_ROLE
 from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
 from airflow_provider_tokentier.workflow.gate import BatchGate, GateSettings
-from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
+from airflow_provider_tokentier.workflow.submission import open_request_rows
 
 
 class BatchSubmitOperator(BaseOperator):
@@ -77,18 +78,8 @@ class BatchSubmitOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_workload_arguments(provider, requests, requests_uri, endpoint)
         self.max_cost_usd = check_max_cost(max_cost_usd)
         self.prices = prices
-        for name, value in (
-            ("max_requests_per_batch", max_requests_per_batch),
-            ("max_bytes_per_batch", max_bytes_per_batch),
-            ("max_embedding_inputs_per_batch", max_embedding_inputs_per_batch),
-        ):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not 0 < safety_margin <= 1:
-            raise ValueError(f"safety_margin must be in (0, 1], got {safety_margin!r}")
         self.provider = provider
         self.requests = requests
         self.requests_uri = requests_uri
@@ -102,12 +93,25 @@ class BatchSubmitOperator(BaseOperator):
             "max_embedding_inputs": max_embedding_inputs_per_batch,
         }
         self.safety_margin = safety_margin
+        self._check_arguments(ArgumentChecks(rendered=False))
+
+    def _check_arguments(self, check: ArgumentChecks) -> None:
+        """Parse time: every argument but unrendered templates; run time: the rendered ones too."""
+        check.workload(self.provider, self.requests, self.requests_uri, self.endpoint)
+        check.text("conn_id", self.conn_id)
+        check.text("model", self.model)
+        check.text("state_root", self.state_root)
+        for cap, value in self.caps.items():
+            check.number(f"{cap}_per_batch", value, minimum=1, inclusive=True, integer=True, optional=True)
+        check.fraction("safety_margin", self.safety_margin, low_open=True)
+        check.prices(self.prices)
 
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
         return open_request_rows(self.requests, self.requests_uri)
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate, chunk and submit the workload; return the submission manifest."""
+        self._check_arguments(ArgumentChecks(rendered=True))
         report = StepReporter(context, operator=type(self).__name__, log=self.log)
         report.publish(
             ProgressRecord(

@@ -67,6 +67,8 @@ class FlexOperator(SyncTierOperator):
     :param max_cost_usd: spend cap in USD (default None: no cap). A request starts only while
         its estimate (standard prices, its own output cap) fits beside what was spent and what
         is in flight; from the first that does not, the rest land ``skipped_budget`` unsent.
+    :param fail_on_partial: fail the task (after landing the rows) when any request did not
+        succeed (default True); False succeeds and reports the counts in the manifest.
     """
 
     tier = "flex"
@@ -95,6 +97,7 @@ class FlexOperator(SyncTierOperator):
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
         max_cost_usd: float | None = None,
+        fail_on_partial: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -115,6 +118,7 @@ class FlexOperator(SyncTierOperator):
             prices=prices,
             results_asset=results_asset,
             max_cost_usd=max_cost_usd,
+            fail_on_partial=fail_on_partial,
             executor_options={
                 "flex_patience": flex_patience,
                 "on_unavailable": on_unavailable,

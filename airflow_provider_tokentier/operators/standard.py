@@ -54,6 +54,8 @@ class StandardOperator(SyncTierOperator):
     :param max_cost_usd: spend cap in USD (default None: no cap). A request starts only while
         its estimate (standard prices, its own output cap) fits beside what was spent and what
         is in flight; from the first that does not, the rest land ``skipped_budget`` unsent.
+    :param fail_on_partial: fail the task (after landing the rows) when any request did not
+        succeed (default True); False succeeds and reports the counts in the manifest.
     """
 
     tier = "standard"
@@ -79,6 +81,7 @@ class StandardOperator(SyncTierOperator):
         prices: Any = None,
         results_asset: Asset | AssetAlias | None = None,
         max_cost_usd: float | None = None,
+        fail_on_partial: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -99,6 +102,7 @@ class StandardOperator(SyncTierOperator):
             prices=prices,
             results_asset=results_asset,
             max_cost_usd=max_cost_usd,
+            fail_on_partial=fail_on_partial,
             **kwargs,
         )
 

@@ -18,19 +18,23 @@ from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PROGRESS_EVERY,
+    NON_FLEX_POLICIES,
+    ON_UNAVAILABLE_POLICIES,
     ResultTally,
-    check_sync_tier_options,
 )
 from airflow_provider_tokentier.core.budget import check_max_cost
+from airflow_provider_tokentier.core.errors import InvalidArgumentError
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.hooks.base import async_client_factory
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 from airflow_provider_tokentier.runtime.assets import declare_results_asset, emit_results_event
 from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import progress_parts, resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for
+from airflow_provider_tokentier.runtime.waiting import raise_for_partial
 from airflow_provider_tokentier.state.ledger import storage_path
-from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
+from airflow_provider_tokentier.workflow.submission import open_request_rows
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
 
@@ -66,6 +70,7 @@ class SyncTierOperator(BaseOperator):
         progress_part_rows: int | None = None,
         progress_part_seconds: float | None = None,
         prices: Any = None,
+        fail_on_partial: bool = True,
         executor_options: Mapping[str, Any] | None = None,
         results_asset: Asset | AssetAlias | None = None,
         max_cost_usd: float | None = None,
@@ -73,22 +78,6 @@ class SyncTierOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.max_cost_usd = check_max_cost(max_cost_usd)
-        options = dict(executor_options or {})
-        check_sync_tier_options(
-            provider=provider,
-            tier=self.tier,
-            max_concurrency=max_concurrency,
-            request_timeout=request_timeout,
-            max_attempts=max_attempts,
-            **options,
-        )
-        check_workload_arguments(provider, requests, requests_uri, endpoint)
-        if progress_every < 0:
-            raise ValueError(f"progress_every must not be negative, got {progress_every!r}")
-        if progress_part_rows is not None and progress_part_rows < 1:
-            raise ValueError(f"progress_part_rows must be at least 1, got {progress_part_rows!r}")
-        if progress_part_seconds is not None and progress_part_seconds <= 0:
-            raise ValueError(f"progress_part_seconds must be positive, got {progress_part_seconds!r}")
         self.provider = provider
         self.requests = requests
         self.requests_uri = requests_uri
@@ -104,9 +93,41 @@ class SyncTierOperator(BaseOperator):
         self.progress_part_rows = progress_part_rows
         self.progress_part_seconds = progress_part_seconds
         self.prices = prices
-        self._executor_options = options
+        self.fail_on_partial = fail_on_partial
+        self._executor_options = dict(executor_options or {})
         self.results_asset = results_asset
         declare_results_asset(self, results_asset)
+        self._check_arguments(ArgumentChecks(rendered=False))
+
+    def _check_arguments(self, check: ArgumentChecks) -> None:
+        """Parse time: every argument but unrendered templates; run time: the rendered ones too."""
+        check.workload(self.provider, self.requests, self.requests_uri, self.endpoint)
+        if self.tier == "flex" and self.provider != "openai":
+            raise InvalidArgumentError("provider", "the flex tier is OpenAI only; use StandardOperator")
+        for name in ("conn_id", "model", "results_uri", "state_root"):
+            check.text(name, getattr(self, name))
+        check.number("max_concurrency", self.max_concurrency, minimum=1, inclusive=True, integer=True)
+        check.number("max_attempts", self.max_attempts, minimum=1, inclusive=True, integer=True)
+        check.seconds("request_timeout", self.request_timeout, optional=True)
+        check.number("progress_every", self.progress_every, inclusive=True, integer=True)
+        check.number(
+            "progress_part_rows",
+            self.progress_part_rows,
+            minimum=1,
+            inclusive=True,
+            integer=True,
+            optional=True,
+        )
+        check.seconds("progress_part_seconds", self.progress_part_seconds, optional=True)
+        check.prices(self.prices)
+        check.flag("fail_on_partial", self.fail_on_partial)
+        options = self._executor_options
+        if "flex_patience" in options:
+            check.seconds("flex_patience", options["flex_patience"], allow_zero=True)
+        if "on_unavailable" in options:
+            check.one_of("on_unavailable", options["on_unavailable"], ON_UNAVAILABLE_POLICIES)
+        if "non_flex_model" in options:
+            check.one_of("non_flex_model", options["non_flex_model"], NON_FLEX_POLICIES)
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
@@ -130,6 +151,8 @@ class SyncTierOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate every row, run them on this tier and land them; return the results manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log, links=False)
+        self._check_arguments(ArgumentChecks(rendered=True))
+        prices = self._price_table()  # a bad override fails here, before any paid call
         total, endpoint = self._validate_all()
         self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)
         target = (
@@ -164,7 +187,7 @@ class SyncTierOperator(BaseOperator):
             max_concurrency=self.max_concurrency,
             request_timeout=self.request_timeout,
             max_attempts=self.max_attempts,
-            prices=self._price_table(),
+            prices=prices,
             on_progress=report.sync_progress(
                 provider=self.provider, tier=self.tier, total=total, model=self.model
             ),
@@ -174,6 +197,7 @@ class SyncTierOperator(BaseOperator):
         report.summary(manifest)
         report.landed(manifest)
         emit_results_event(context, self.results_asset, manifest)
+        raise_for_partial(manifest, fail_on_partial=self.fail_on_partial)
         return manifest
 
 

@@ -11,6 +11,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Context
 
 from airflow_provider_tokentier.core.budget import check_max_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.errors import InvalidArgumentError
 from airflow_provider_tokentier.core.progress import ProgressRecord
 from airflow_provider_tokentier.core.requests import iter_validated
 from airflow_provider_tokentier.core.result_rows import TIERS
@@ -22,18 +23,23 @@ from airflow_provider_tokentier.core.routing import (
 )
 from airflow_provider_tokentier.hooks.base import async_client_factory
 from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 from airflow_provider_tokentier.runtime.assets import declare_results_asset
 from airflow_provider_tokentier.runtime.batch_submit import submit_workload
 from airflow_provider_tokentier.runtime.dag_stages import TIERED_ROLE
 from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import progress_parts, resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
-from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin, iso, resolve_deadline
+from airflow_provider_tokentier.runtime.waiting import BatchWaitMixin, iso, resolve_deadline
 from airflow_provider_tokentier.state.history import TurnaroundStore
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
-from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
-from airflow_provider_tokentier.workflow.submission import check_workload_arguments, open_request_rows
+from airflow_provider_tokentier.triggers.batch import DEFAULT_POLL_ERROR_PATIENCE_S
+from airflow_provider_tokentier.workflow.gate import BatchGate, GateSettings
+from airflow_provider_tokentier.workflow.submission import open_request_rows
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
+
+#: How long the batch wait may take by default: a sensor's default ``timeout`` (7 days).
+DEFAULT_WAIT_TIMEOUT_S = 7 * 24 * 3600.0
 
 #: The budget a forced tier is described with when none is given: the 24 h batch window.
 FORCED_TIER_BUDGET_S = 24 * 3600.0
@@ -74,6 +80,11 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     :param poll_interval: batch path: seconds between polls (60).
     :param stuck_after: batch path: seconds before a non-moving batch fails the task (6 h).
     :param progress_every: batch path: seconds between progress log lines (300).
+    :param wait_timeout: batch path: seconds (or a timedelta) the batch wait may take in one try
+        (7 days, as a sensor's default ``timeout``); passed to the deferral, after it the task
+        fails with `BatchWaitTimeoutError`. None: no limit beyond ``deadline``.
+    :param poll_error_patience: batch path: seconds of consecutive transient poll errors to ride
+        out before failing with `BatchPollError` (3600).
     :param max_concurrency: flex/standard: requests in flight at once (16).
     :param flex_patience: flex: seconds to keep retrying "resource unavailable" before falling
         back to standard (per request).
@@ -102,8 +113,9 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     #: How chain planning (:mod:`~airflow_provider_tokentier.runtime.dag_stages`) sees this task.
     batch_stage_role: ClassVar[str] = TIERED_ROLE
     operator_extra_links = (ProviderBatchLink(), TokentierViewLink())
+    _wait_timeout_name = "wait_timeout"
 
-    def __init__(  # noqa: C901, PLR0915 -- argument checks: helper harden-b makes them one shared set
+    def __init__(  # noqa: PLR0915 -- argument checks: helper harden-b makes them one shared set
         self,
         *,
         provider: str,
@@ -128,6 +140,8 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         poll_interval: float = 60.0,
         stuck_after: float | None = 6 * 3600.0,
         progress_every: float = 300.0,
+        wait_timeout: datetime.timedelta | float | None = DEFAULT_WAIT_TIMEOUT_S,
+        poll_error_patience: float = DEFAULT_POLL_ERROR_PATIENCE_S,
         max_concurrency: int = 16,
         flex_patience: float | None = None,
         max_requests_per_batch: int | None = None,
@@ -140,38 +154,40 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_workload_arguments(provider, requests, requests_uri, endpoint)
         self.max_cost_usd = check_max_cost(max_cost_usd)
-        if tier is not None and tier not in TIERS:
-            raise ValueError(f"tier must be one of {TIERS} or None, got {tier!r}")
+        check = ArgumentChecks(rendered=False)
+        if tier is not None:
+            check.one_of("tier", tier, TIERS)
         if tier == "flex" and provider != "openai":
-            raise ValueError("tier='flex' needs OpenAI; Anthropic has no flex tier")
-        if rescue_tier not in RESCUE_TIERS:
-            raise ValueError(f"rescue_tier must be one of {RESCUE_TIERS}, got {rescue_tier!r}")
-        if rescue_tier == "flex" and provider != "openai":
-            raise ValueError("rescue_tier='flex' needs OpenAI; Anthropic has no flex tier")
-        if rebatch not in REBATCH_POLICIES:
-            raise ValueError(f"rebatch must be one of {REBATCH_POLICIES}, got {rebatch!r}")
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be at least 1, got {max_rounds!r}")
-        if not 0.0 <= cached_input_ratio <= 1.0:
-            raise ValueError(f"cached_input_ratio must be between 0 and 1, got {cached_input_ratio!r}")
-        if chained_batch_stages < 1:
-            raise ValueError(f"chained_batch_stages must be at least 1, got {chained_batch_stages!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
+            raise InvalidArgumentError("tier", "'flex' needs OpenAI; Anthropic has no flex tier")
+        check.fraction("cached_input_ratio", cached_input_ratio)
+        check.number("chained_batch_stages", chained_batch_stages, minimum=1, inclusive=True, integer=True)
+        check.number("min_batch_savings_usd", min_batch_savings_usd, inclusive=True)
+        check.number("output_tokens_per_request", output_tokens_per_request, integer=True, optional=True)
+        check.flag("interactive", interactive)
+        check.number("max_concurrency", max_concurrency, minimum=1, inclusive=True, integer=True)
+        check.seconds("flex_patience", flex_patience, optional=True, allow_zero=True)
+        check.seconds("wait_timeout", wait_timeout, optional=True)
+        for cap, value in (
+            ("max_requests_per_batch", max_requests_per_batch),
+            ("max_bytes_per_batch", max_bytes_per_batch),
+        ):
+            check.number(cap, value, minimum=1, inclusive=True, integer=True, optional=True)
         budget = (
             latency_budget.total_seconds()
             if isinstance(latency_budget, datetime.timedelta)
             else latency_budget
         )
-        self.latency_budget_s = None if budget is None else parse_duration(budget)
+        try:
+            self.latency_budget_s = None if budget is None else parse_duration(budget)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgumentError("latency_budget", str(exc)) from None
         if self.latency_budget_s is not None and self.latency_budget_s <= 0:
-            raise ValueError(f"latency_budget must be positive, got {latency_budget!r}")
-        if isinstance(deadline, datetime.datetime | str):
+            raise InvalidArgumentError("latency_budget", f"must be positive, got {latency_budget!r}")
+        if isinstance(deadline, datetime.datetime):
             resolved = resolve_deadline(deadline, None)
-            if resolved is not None and resolved <= time.time() and not isinstance(deadline, str):
-                raise ValueError(f"deadline {deadline} is already in the past")
+            if resolved is not None and resolved <= time.time():
+                raise InvalidArgumentError("deadline", f"{deadline} is already in the past")
         if isinstance(rescue_margin, datetime.timedelta):
             rescue_margin = rescue_margin.total_seconds()
         self.provider = provider
@@ -195,6 +211,10 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.stuck_after = stuck_after
         self.progress_every = progress_every
+        self.wait_timeout = (
+            wait_timeout.total_seconds() if isinstance(wait_timeout, datetime.timedelta) else wait_timeout
+        )
+        self.poll_error_patience = poll_error_patience
         self.max_concurrency = max_concurrency
         self.flex_patience = flex_patience
         self.caps = {"max_requests": max_requests_per_batch, "max_bytes": max_bytes_per_batch}
@@ -203,6 +223,13 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         self.prices = prices
         self.results_asset = results_asset
         declare_results_asset(self, results_asset)
+        self._check_arguments(check)
+
+    def _check_arguments(self, check: ArgumentChecks) -> None:
+        """Parse time: every argument but unrendered templates; run time: the rendered ones too."""
+        check.workload(self.provider, self.requests, self.requests_uri, self.endpoint)
+        check.text("model", self.model)
+        self._check_wait_arguments(check, self.provider)
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
@@ -265,6 +292,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
     # -- Airflow entry points ---------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         """Route the workload (or use the stored decision) and run it; return the results manifest."""
+        self._check_arguments(ArgumentChecks(rendered=True))
         return self._step(context, resumed=False)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
@@ -337,7 +365,7 @@ class TieredInferenceOperator(BatchWaitMixin, BaseOperator):
         outcome = self._advance(gate, report)
         if isinstance(outcome, dict):
             return self._finish({**outcome, "decision": decision}, report)
-        self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
+        self._defer_wait(context, gate, outcome, report)
 
     def _run_on_sync_tier(self, context: Context, tier: str, report: StepReporter) -> dict[str, Any]:
         target = (

@@ -128,7 +128,10 @@ def load_dag(target: str, *, dag_id: str | None = None, dags_folder: str | None 
             raise ValueError(f"{target} must define {which} (found: {found}); pick one with --dag-id")
         return dags[0]
 
-    from airflow.dag_processing.dagbag import DagBag
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1 keeps DagBag in airflow.models
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef,unused-ignore]
 
     bag = DagBag(dag_folder=dags_folder, collect_dags=True)
     dag = bag.dags.get(dag_id or target)

@@ -25,11 +25,18 @@ from airflow_provider_tokentier.core.pricing import PriceTable, default_price_ta
 PriceOverride = Mapping[str, Any] | str | os.PathLike[str]
 
 
+def airflow_conf() -> Any:
+    """Airflow's configuration parser, wherever this Airflow version keeps it."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1 has no Task SDK configuration module
+        from airflow.configuration import conf  # type: ignore[no-redef,unused-ignore]
+    return conf
+
+
 def configured_prices() -> str | None:
     """The raw ``[tokentier] prices`` value, or ``None`` when unset or blank."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.get("tokentier", "prices", fallback=None)
+    value = airflow_conf().get("tokentier", "prices", fallback=None)
     return value if value and value.strip() else None
 
 
@@ -66,17 +73,13 @@ def resolve_price_table(override: PriceOverride | None = None, *, use_config: bo
 
 def console_url(provider: str) -> str | None:
     """``[tokentier] {provider}_console_url``: the provider console's batches page (None: the default)."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.get("tokentier", f"{provider}_console_url", fallback=None)
+    value = airflow_conf().get("tokentier", f"{provider}_console_url", fallback=None)
     return value.strip() if value and value.strip() else None
 
 
 def api_base_url() -> str:
     """``[api] base_url`` (empty when unset: links are then relative to the UI's own origin)."""
-    from airflow.sdk.configuration import conf
-
-    value = conf.get("api", "base_url", fallback=None)
+    value = airflow_conf().get("api", "base_url", fallback=None)
     return value.strip() if value and value.strip() else ""
 
 
@@ -88,7 +91,7 @@ SINGLE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "De
 
 def configured_state_root() -> str | None:
     """The raw ``[tokentier] state_root`` value, or ``None`` when unset or blank."""
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     value = conf.get("tokentier", "state_root", fallback=None)
     return value.strip() if value and value.strip() else None
@@ -96,7 +99,7 @@ def configured_state_root() -> str | None:
 
 def state_root_is_shared() -> bool:
     """``[tokentier] state_root_is_shared``: the operator vouches that local paths are a shared mount."""
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     return conf.getboolean("tokentier", "state_root_is_shared", fallback=False)
 
@@ -107,7 +110,7 @@ def progress_parts(rows: int | None = None, seconds: float | None = None) -> dic
     The arguments (operator parameters) win over ``[tokentier] progress_part_rows`` and
     ``progress_part_seconds``, which win over the built-in defaults.
     """
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     from airflow_provider_tokentier.core.parts import DEFAULT_PART_ROWS, DEFAULT_PART_SECONDS
 
@@ -129,7 +132,7 @@ def multi_machine_executors() -> list[str]:
     entries; everything but the single-machine executors counts, custom ones included, since
     guessing wrong would mean paying twice.
     """
-    from airflow.sdk.configuration import conf
+    conf = airflow_conf()
 
     value = conf.get("core", "executor", fallback="") or "LocalExecutor"
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]

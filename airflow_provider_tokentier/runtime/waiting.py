@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.backends.base import (
@@ -24,16 +23,24 @@ from airflow_provider_tokentier.backends.base import (
     is_transient_error,
 )
 from airflow_provider_tokentier.core.chain_plan import parse_iso
+from airflow_provider_tokentier.core.errors import InvalidArgumentError
 from airflow_provider_tokentier.core.routing import estimate_rescue_margin_s
-from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
+from airflow_provider_tokentier.exceptions import (
+    BatchPollError,
+    BatchStuckError,
+    BatchWaitTimeoutError,
+    PartialResultsError,
+)
 from airflow_provider_tokentier.hooks.base import async_client_factory, provider_hook
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 from airflow_provider_tokentier.runtime.assets import emit_results_event
 from airflow_provider_tokentier.runtime.dag_stages import remaining_chain_warning
 from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import progress_parts
 from airflow_provider_tokentier.state.history import TurnaroundStore
+from airflow_provider_tokentier.state.row_heads import iter_row_heads
 from airflow_provider_tokentier.triggers.batch import BatchTrigger
-from airflow_provider_tokentier.workflow.gate import BatchGate
+from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate
 from airflow_provider_tokentier.workflow.submission import SubmittedBatch
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
@@ -48,6 +55,42 @@ RESCUE_TIERS = (None, "flex", "standard")
 
 #: Output tokens per request assumed when sizing a rescue margin from request bytes alone.
 RESCUE_OUTPUT_TOKENS_GUESS = 512
+
+
+def raise_for_partial(manifest: Mapping[str, Any], *, fail_on_partial: bool) -> None:
+    """Fail the task, after its rows landed, when a request did not succeed and it should.
+
+    ``fail_on_partial`` set: the one rule of every operator that lands rows.
+
+    The message counts the outcomes and quotes the first error, so a run where everything
+    failed (a wrong key, an unreachable host) says why without opening the results.
+    """
+    counts = manifest["counts"]
+    not_ok = manifest["total"] - counts["succeeded"]
+    if not not_ok or not fail_on_partial:
+        return
+    total = manifest["total"]
+    summary = (
+        f"none of the {total} requests succeeded"
+        if not counts["succeeded"]
+        else f"{not_ok} of {total} requests did not succeed"
+    )
+    first = first_error(manifest["results_uri"])
+    raise PartialResultsError(
+        f"{summary} ({counts})"
+        + (f"; first error: {first}" if first else "")
+        + f". The rows landed at {manifest['results_uri']}. Set fail_on_partial=False to accept "
+        "partial results."
+    )
+
+
+def first_error(results_uri: str) -> str | None:
+    """``type: message`` of the first landed row that has an error, or None."""
+    for _line, head in iter_row_heads(ObjectStoragePath(results_uri)):
+        if head.error:
+            message = str(head.error.get("message") or "")[:300].rstrip(".")
+            return f"{head.custom_id}: {head.error.get('type')}: {message}"
+    return None
 
 
 class BatchWaitMixin:
@@ -68,6 +111,28 @@ class BatchWaitMixin:
         rescue_margin: float | None
         results_asset: Any
         max_cost_usd: float | None
+        poll_error_patience: float
+        prices: Any
+
+    def _check_wait_arguments(self, check: ArgumentChecks, provider: str | None) -> None:
+        """The waiting arguments `BatchSensor` and `TieredInferenceOperator` share."""
+        if TYPE_CHECKING:
+            assert isinstance(self, BatchWaitMixin)
+        check.one_of("rebatch", getattr(self, "rebatch", "none"), REBATCH_POLICIES)
+        check.number("max_rounds", self.max_rounds, minimum=1, inclusive=True, integer=True)
+        check.seconds("poll_interval", self.poll_interval)
+        check.seconds("stuck_after", self.stuck_after, optional=True)
+        check.seconds("progress_every", self.progress_every, allow_zero=True)
+        check.seconds("poll_error_patience", self.poll_error_patience)
+        check.one_of("rescue_tier", self.rescue_tier, RESCUE_TIERS)
+        if self.rescue_tier == "flex" and provider == "anthropic":
+            raise InvalidArgumentError("rescue_tier", "'flex' needs OpenAI; Anthropic has no flex tier")
+        check.seconds("rescue_margin", self.rescue_margin, optional=True, allow_zero=True)
+        check.deadline(self.deadline)
+        check.prices(self.prices)
+        check.flag("fail_on_partial", self.fail_on_partial)
+        for name in ("conn_id", "results_uri", "state_root"):
+            check.text(name, getattr(self, name))
 
     def _conn_id(self, gate: BatchGate) -> str | None:
         return self.conn_id or gate.manifest.get("conn_id")
@@ -313,7 +378,11 @@ class BatchWaitMixin:
         gate.ledger.write("draining", {"at": at, "batches": [b.id for b in waiting], **record})
 
     def _wait_trigger(
-        self, gate: BatchGate, waiting: list[SubmittedBatch], report: StepReporter
+        self,
+        gate: BatchGate,
+        waiting: list[SubmittedBatch],
+        report: StepReporter,
+        timeout_at: float | None = None,
     ) -> BatchTrigger:
         draining = gate.ledger.read("draining") is not None
         deadline = self._deadline_at(gate)
@@ -334,21 +403,65 @@ class BatchWaitMixin:
             else None,
             expected_finish=record.expected_finish if record else None,
             cost_so_far_usd=record.cost_usd if record else None,
+            timeout_at=timeout_at,
+            poll_error_patience=self.poll_error_patience,
         )
+
+    def _defer_wait(
+        self, context: Any, gate: BatchGate, waiting: list[SubmittedBatch], report: StepReporter
+    ) -> NoReturn:
+        """Hand the wait to the triggerer, bounded by the wait timeout (in the trigger and in Airflow)."""
+        timeout_at = self._wait_timeout_at(context, gate)
+        remaining = None if timeout_at is None else timeout_at - time.time()
+        if remaining is not None and remaining <= 0:
+            raise BatchWaitTimeoutError(
+                f"timed out waiting for {gate.settings.provider} batches {[b.id for b in waiting]} "
+                f"({self._wait_timeout_name}={self._wait_timeout_s():.0f}s); the batches keep running "
+                "at the provider"
+            )
+        trigger = self._wait_trigger(gate, waiting, report, timeout_at)
+        # Airflow ends the wait itself if the trigger cannot (a triggerer that is down); the
+        # grace lets the trigger's own, more telling timeout event come first.
+        airflow_timeout = (
+            None
+            if remaining is None
+            else datetime.timedelta(seconds=remaining + max(60.0, 2 * self.poll_interval))
+        )
+        self.defer(trigger=trigger, method_name="execute_complete", timeout=airflow_timeout)  # type: ignore[attr-defined]
+        raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
+
+    #: How the wait timeout is called in messages: ``timeout`` on the sensor.
+    _wait_timeout_name = "timeout"
+
+    def _wait_timeout_s(self) -> float | None:
+        """Seconds the whole wait may take within one try (None: unbounded)."""
+        value = getattr(self, self._wait_timeout_name, None)
+        return None if value is None else float(value)
+
+    def _wait_timeout_at(self, context: Any, gate: BatchGate) -> float | None:
+        """When the wait times out: its start in this try plus the timeout.
+
+        The start is kept in state, so deferrals and triggerer restarts do not restart it; a
+        retry or a clear does.
+        """
+        timeout = self._wait_timeout_s()
+        if timeout is None:
+            return None
+        key = f"wait-started-try{int(getattr(context['ti'], 'try_number', 0) or 0)}"
+        started = gate.ledger.read(key)
+        if started is None:
+            started = {"at": time.time()}
+            gate.ledger.write(key, started)
+        return float(started["at"]) + timeout
 
     def _finish(self, manifest: dict[str, Any], report: StepReporter) -> dict[str, Any]:
         """Log the summary, publish the final record and the asset event, apply ``fail_on_partial``."""
-        counts = manifest["counts"]
+        manifest["counts"]
         report.summary(manifest)
         report.landed(manifest)
         emit_results_event(report.context, self.results_asset, manifest)
         self._record_turnaround(manifest)
-        not_ok = manifest["total"] - counts["succeeded"]
-        if not_ok and self.fail_on_partial:
-            raise PartialResultsError(
-                f"{not_ok} of {manifest['total']} requests did not succeed ({counts}); the rows landed at "
-                f"{manifest['results_uri']}. Set fail_on_partial=False to accept partial results."
-            )
+        raise_for_partial(manifest, fail_on_partial=self.fail_on_partial)
         return manifest
 
     def _record_turnaround(self, manifest: dict[str, Any]) -> None:
@@ -366,20 +479,25 @@ class BatchWaitMixin:
             )
 
     def _check_event(self, event: dict[str, Any] | None, gate: BatchGate, report: StepReporter) -> None:
-        """Turn a trigger's error or stuck event into a task failure; other events resume.
+        """Turn a trigger's error, stuck or timeout event into a task failure; other events resume.
 
         A failure is published as the ``failed`` phase before it is raised.
         """
         event = event or {}
         status = event.get("status")
-        if status not in ("error", "stuck"):
+        if status not in ("error", "stuck", "timeout"):
             return
         report.close_round()
         statuses = {b["batch_id"]: BatchStatus.from_dict(b) for b in event.get("batches") or []}
         self._report(gate, report, "failed", statuses)
         if status == "error":
-            raise AirflowException(f"Polling {event.get('provider')} batches failed: {event.get('message')}")
-        raise BatchStuckError(event.get("message", "a batch is stuck"))
+            raise BatchPollError(
+                str(event.get("message") or f"polling {event.get('provider')} batches failed")
+            )
+        if status == "stuck":
+            raise BatchStuckError(event.get("message", "a batch is stuck"))
+        if status == "timeout":
+            raise BatchWaitTimeoutError(event.get("message", "timed out waiting for the batches"))
 
 
 #: Attempts for a worker-side status check or cancel that meets transient errors (~15 s in all):

@@ -9,17 +9,19 @@ from typing import Any, ClassVar
 from airflow.sdk import Asset, AssetAlias, BaseSensorOperator, Context, PokeReturnValue
 
 from airflow_provider_tokentier.core.budget import check_max_cost
-from airflow_provider_tokentier.core.chain_plan import parse_iso
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
+from airflow_provider_tokentier.core.errors import InvalidArgumentError
 from airflow_provider_tokentier.core.requests import PROVIDERS
 from airflow_provider_tokentier.exceptions import BatchStuckError, PartialResultsError
 from airflow_provider_tokentier.links import ProviderBatchLink, TokentierViewLink
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 from airflow_provider_tokentier.runtime.assets import declare_results_asset
 from airflow_provider_tokentier.runtime.dag_stages import WAIT_ROLE
 from airflow_provider_tokentier.runtime.reporting import StepReporter
 from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
-from airflow_provider_tokentier.runtime.waiting import RESCUE_TIERS, BatchWaitMixin
+from airflow_provider_tokentier.runtime.waiting import BatchWaitMixin
+from airflow_provider_tokentier.triggers.batch import DEFAULT_POLL_ERROR_PATIENCE_S
 from airflow_provider_tokentier.workflow.gate import REBATCH_POLICIES, BatchGate, GateSettings
 
 __all__ = ["BatchSensor", "BatchStuckError", "PartialResultsError"]
@@ -71,7 +73,12 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         ``max_cost_usd``). A re-batch round or a deadline rescue whose estimate would take the
         spend so far past it is not started; the rows keep their status and the manifest's
         ``budget`` says what the cap stopped.
+    :param poll_error_patience: seconds of consecutive transient poll errors (429, 5xx,
+        connection errors) the deferred wait rides out before it fails with `BatchPollError`
+        naming the provider, the batches and the last error (default 3600).
     :param deferrable: wait in the triggerer (default True) or reschedule between pokes.
+    :param timeout: (Airflow's sensor argument) seconds the wait may take in one try; passed to
+        the deferral too, so the triggerer ends a deferred wait with `BatchWaitTimeoutError`.
     """
 
     template_fields: Sequence[str] = ("submission", "batch_ids", "deadline", "results_uri", "state_root")
@@ -80,7 +87,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     batch_stage_role: ClassVar[str] = WAIT_ROLE
     operator_extra_links = (ProviderBatchLink(), TokentierViewLink())
 
-    def __init__(  # noqa: C901 -- argument checks: helper harden-b makes them one shared set
+    def __init__(
         self,
         *,
         submission: Any = None,
@@ -100,36 +107,19 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         rescue_tier: str | None = None,
         rescue_margin: datetime.timedelta | float | None = None,
         results_asset: Asset | AssetAlias | None = None,
+        poll_error_patience: float = DEFAULT_POLL_ERROR_PATIENCE_S,
         deferrable: bool = True,
         max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         if not deferrable:
             kwargs.setdefault("mode", "reschedule")
+        # Checked before Airflow sees it as poke_interval, so the error names poll_interval.
+        ArgumentChecks(rendered=False).seconds("poll_interval", poll_interval)
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
-        if (submission is None) == (batch_ids is None):
-            raise ValueError("give `submission` (a BatchSubmitOperator's output) or `provider` + `batch_ids`")
-        if batch_ids is not None and provider not in PROVIDERS:
-            raise ValueError(f"with `batch_ids`, `provider` must be one of {PROVIDERS}, got {provider!r}")
-        if rebatch not in REBATCH_POLICIES:
-            raise ValueError(f"rebatch must be one of {REBATCH_POLICIES}, got {rebatch!r}")
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be at least 1, got {max_rounds!r}")
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {poll_interval!r}")
-        if stuck_after is not None and stuck_after <= 0:
-            raise ValueError(f"stuck_after must be positive or None, got {stuck_after!r}")
-        if rescue_tier not in RESCUE_TIERS:
-            raise ValueError(f"rescue_tier must be one of {RESCUE_TIERS}, got {rescue_tier!r}")
-        if rescue_tier == "flex" and provider == "anthropic":
-            raise ValueError("rescue_tier='flex' needs OpenAI; Anthropic has no flex tier")
         if isinstance(rescue_margin, datetime.timedelta):
             rescue_margin = rescue_margin.total_seconds()
-        if rescue_margin is not None and rescue_margin < 0:
-            raise ValueError(f"rescue_margin must not be negative, got {rescue_margin!r}")
-        if isinstance(deadline, str):
-            parse_iso(deadline)  # fail at parse time, not hours later
         self.submission = submission
         self.provider = provider
         self.batch_ids = batch_ids
@@ -146,18 +136,32 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         self.prices = prices
         self.rescue_tier = rescue_tier
         self.rescue_margin = rescue_margin
+        self.poll_error_patience = poll_error_patience
         self.deferrable = deferrable
         self.results_asset = results_asset
         declare_results_asset(self, results_asset)
         self.max_cost_usd = check_max_cost(max_cost_usd)
+        ArgumentChecks(rendered=False).one_of("rebatch", rebatch, REBATCH_POLICIES)
+        self._check_arguments(ArgumentChecks(rendered=False))
+
+    def _check_arguments(self, check: ArgumentChecks) -> None:
+        """Parse time: every argument but unrendered templates; run time: the rendered ones too."""
+        if (self.submission is None) == (self.batch_ids is None):
+            raise InvalidArgumentError(
+                "submission", "give `submission` (a BatchSubmitOperator's output) or `provider` + `batch_ids`"
+            )
+        if self.batch_ids is not None:
+            check.one_of("provider", self.provider, PROVIDERS)
+            check.batch_ids(self.batch_ids)
+        self._check_wait_arguments(check, self.provider)
 
     # -- set-up --------------------------------------------------------------------------------
     def _manifest(self) -> Mapping[str, Any]:
         if self.submission is not None:
             if not isinstance(self.submission, Mapping) or "batches" not in self.submission:
-                raise ValueError(
-                    "`submission` must be a BatchSubmitOperator manifest, "
-                    f"got {type(self.submission).__name__}"
+                raise InvalidArgumentError(
+                    "submission",
+                    f"must be a BatchSubmitOperator manifest, got {type(self.submission).__name__}",
                 )
             return self.submission
         return {
@@ -191,6 +195,7 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
     # -- Airflow entry points ---------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         """Take one waiting step, then defer to the trigger (or poke again) until the results land."""
+        self._check_arguments(ArgumentChecks(rendered=True))
         if not self.deferrable:
             return super().execute(context)
         return self._step(context)
@@ -210,10 +215,11 @@ class BatchSensor(BatchWaitMixin, BaseSensorOperator):
         outcome = self._advance(gate, report)
         if isinstance(outcome, dict):
             return self._finish(outcome, report)
-        self.defer(trigger=self._wait_trigger(gate, outcome, report), method_name="execute_complete")
+        self._defer_wait(context, gate, outcome, report)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """One waiting step in poke/reschedule mode; done when the results landed."""
+        self._check_arguments(ArgumentChecks(rendered=True))
         report = StepReporter(context, operator=type(self).__name__, log=self.log)
         gate = self._gate(context)
         outcome = self._advance(gate, report)

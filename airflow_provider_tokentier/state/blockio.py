@@ -51,6 +51,13 @@ def open_block_writer(path: ObjectStoragePath) -> Iterator[BlockWriter]:
         writer._drain()
 
 
+def iter_blocks(path: ObjectStoragePath) -> Iterator[bytes]:
+    """The bytes of ``path``, ``BLOCK_SIZE`` at a time."""
+    with path.open("rb") as handle:
+        while block := handle.read(BLOCK_SIZE):
+            yield block
+
+
 def iter_lines(path: ObjectStoragePath) -> Iterator[bytes]:
     """The non-empty lines of ``path`` (newline included), read a block at a time."""
     with path.open("rb") as handle:

@@ -26,7 +26,10 @@ def resolve_state_root(explicit: str | None = None) -> ObjectStoragePath:
     """The operator's ``state_root``, else ``[tokentier] state_root``, else ``$AIRFLOW_HOME/tokentier``."""
     if explicit:
         return storage_path(explicit)
-    from airflow.sdk.configuration import conf
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1 has no Task SDK configuration module
+        from airflow.configuration import conf  # type: ignore[no-redef,unused-ignore]
 
     configured = conf.get("tokentier", "state_root", fallback=None)
     if configured:

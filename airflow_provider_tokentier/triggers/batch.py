@@ -7,6 +7,7 @@ the status poller are imported on a worker thread the first time a trigger runs.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import importlib
 import random
 import time
@@ -48,6 +49,9 @@ _importing: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[
     weakref.WeakKeyDictionary()
 )
 
+#: Seconds of consecutive transient poll errors (429/5xx/connection) a wait rides out by default.
+DEFAULT_POLL_ERROR_PATIENCE_S = 3600.0
+
 
 class BatchTrigger(BaseTrigger):
     """Poll provider batches until all have ended, the deadline passes, or one is stuck.
@@ -73,6 +77,11 @@ class BatchTrigger(BaseTrigger):
     :param expected_finish: ``{"p50", "p95"}`` ISO times this round should end by, from the
         provider/model's turnaround history.
     :param cost_so_far_usd: what the rows harvested in earlier rounds cost.
+    :param timeout_at: absolute unix time at which the wait gives up with a ``timeout`` event
+        (the sensor's ``timeout``), or None. Airflow's deferral timeout backs it up.
+    :param poll_error_patience: seconds of consecutive transient poll errors (429, 5xx,
+        connection errors) to ride out with back-off; then the wait ends with an ``error``
+        event naming the provider, the batches and the last error.
     """
 
     def __init__(
@@ -90,6 +99,8 @@ class BatchTrigger(BaseTrigger):
         started_at: float | None = None,
         expected_finish: dict[str, str] | None = None,
         cost_so_far_usd: float | None = None,
+        timeout_at: float | None = None,
+        poll_error_patience: float = DEFAULT_POLL_ERROR_PATIENCE_S,
     ) -> None:
         super().__init__()
         self.provider = provider
@@ -104,6 +115,8 @@ class BatchTrigger(BaseTrigger):
         self.started_at = started_at
         self.expected_finish = expected_finish
         self.cost_so_far_usd = cost_so_far_usd
+        self.timeout_at = timeout_at
+        self.poll_error_patience = poll_error_patience
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """The classpath and keyword arguments that rebuild this trigger (no secrets: a conn_id)."""
@@ -122,6 +135,8 @@ class BatchTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "expected_finish": self.expected_finish,
                 "cost_so_far_usd": self.cost_so_far_usd,
+                "timeout_at": self.timeout_at,
+                "poll_error_patience": self.poll_error_patience,
             },
         )
 
@@ -145,25 +160,26 @@ class BatchTrigger(BaseTrigger):
     async def _wait(self, watch: Any, is_transient_error: Any) -> TriggerEvent:
         """Follow the statuses until the wait ends; return the event that ends it."""
         stuck_watch = _StuckWatch(self.stuck_after)
-        failures = 0
+        errors = _ErrorStreak(self.poll_error_patience)
         last_progress_log = 0.0
         latest: dict[str, BatchStatus] = {}
         delay = 0.0
         while True:
             if self.deadline is not None and time.time() >= self.deadline:
                 return TriggerEvent(self._event("deadline", latest))
+            if self.timeout_at is not None and time.time() >= self.timeout_at:
+                return TriggerEvent({**self._event("timeout", latest), "message": self._timeout_message()})
             try:
                 fresh = await self._next(watch, delay)
             except asyncio.TimeoutError:
                 continue  # the deadline came first
             except Exception as exc:
                 if not is_transient_error(exc):
-                    return TriggerEvent(
-                        {**self._event("error", latest), "message": f"{type(exc).__name__}: {exc}"}
-                    )
-                failures += 1
-                delay = min(self.poll_interval * 2 ** min(failures, 6), max(self.poll_interval, 900.0))
-                delay *= random.uniform(0.8, 1.2)
+                    return TriggerEvent(self._error_event(latest, f"{type(exc).__name__}: {exc}"))
+                backoff = errors.failed(exc, time.time(), self.poll_interval)
+                if backoff is None:
+                    return TriggerEvent(self._error_event(latest, errors.give_up_message()))
+                delay = backoff * random.uniform(0.8, 1.2)
                 self.log.warning(
                     "Transient error polling %s batches (%s: %s); retrying in %.0fs",
                     self.provider,
@@ -172,7 +188,7 @@ class BatchTrigger(BaseTrigger):
                     delay,
                 )
                 continue
-            failures = 0
+            errors.reset()
             now = time.time()
             latest = fresh
             statuses = [fresh[b] for b in self.batch_ids]
@@ -188,10 +204,21 @@ class BatchTrigger(BaseTrigger):
 
     async def _next(self, watch: Any, delay: float) -> dict[str, BatchStatus]:
         """The next statuses from the poller, giving up (TimeoutError) at the deadline."""
-        if self.deadline is None:
+        limits = [at for at in (self.deadline, self.timeout_at) if at is not None]
+        if not limits:
             return await watch.next(delay)
-        left = max(0.0, self.deadline - time.time())
+        left = max(0.0, min(limits) - time.time())
         return await asyncio.wait_for(watch.next(delay), left)
+
+    def _timeout_message(self) -> str:
+        return (
+            f"timed out waiting for {self.provider} batches {self.batch_ids} "
+            f"(timeout reached at {_iso(self.timeout_at)}); the batches keep running at the provider"
+        )
+
+    def _error_event(self, latest: dict[str, BatchStatus], reason: str) -> dict[str, Any]:
+        message = f"polling {self.provider} batches {self.batch_ids} failed: {reason}"
+        return {**self._event("error", latest), "message": message}
 
     def _event(self, status: str, latest: dict[str, BatchStatus]) -> dict[str, Any]:
         # Small on purpose: the sensor re-reads details from the provider and its ledger.
@@ -220,7 +247,11 @@ class BatchTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """A user marked the deferred task failed/success or cleared it: cancel the batches."""
+        """A user marked the deferred task failed/success or cleared it: cancel the batches.
+
+        Airflow calls this from 3.3 on; the 3.1 triggerer never does (its ``cleanup`` also runs on
+        a triggerer restart, when the batches must live on), so there the batches keep running.
+        """
         backend = await self._backend()
         results = await asyncio.gather(*(backend.cancel(b) for b in self.batch_ids), return_exceptions=True)
         for batch_id, result in zip(self.batch_ids, results, strict=True):
@@ -236,6 +267,41 @@ def _progress_is_visible(status: BatchStatus) -> bool:
     if status.ended:
         return False
     return status.phase in ("finalizing", "canceling") or status.provider == "openai"
+
+
+class _ErrorStreak:
+    """Consecutive transient poll errors: the back-off before the next poll, or when to give up."""
+
+    def __init__(self, patience: float) -> None:
+        self.patience = patience
+        self.count = 0
+        self.since: float | None = None
+        self.last: BaseException | None = None
+
+    def failed(self, exc: BaseException, now: float, poll_interval: float) -> float | None:
+        """Record a failure; seconds to wait before polling again, or None when patience is spent."""
+        self.count += 1
+        self.last = exc
+        if self.since is None:
+            self.since = now
+        left = self.since + self.patience - now
+        if left <= 0:
+            return None
+        backoff = min(poll_interval * 2 ** min(self.count, 6), max(poll_interval, 900.0))
+        return min(backoff, left)
+
+    def give_up_message(self) -> str:
+        return (
+            f"{self.count} consecutive transient errors over {self.patience:.0f}s "
+            f"(poll_error_patience); last error: {type(self.last).__name__}: {self.last}"
+        )
+
+    def reset(self) -> None:
+        self.count, self.since, self.last = 0, None, None
+
+
+def _iso(at: float | None) -> str | None:
+    return None if at is None else datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
 
 
 class _StuckWatch:

@@ -37,17 +37,15 @@ from airflow_provider_tokentier.core.errors import (
     SubmitNotSentError,
     WorkloadChangedError,
 )
-from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.jsonl import iter_jsonl_objects, loads_line
 from airflow_provider_tokentier.core.records import ChunkFile, IntentRecord, SubmittedBatch
 from airflow_provider_tokentier.core.requests import (
-    OPENAI_ENDPOINTS,
-    PROVIDERS,
     count_embedding_inputs,
     iter_validated,
     serialize_request,
 )
 from airflow_provider_tokentier.core.wire_ids import id_scope
-from airflow_provider_tokentier.state.blockio import BlockWriter, iter_lines, open_block_writer
+from airflow_provider_tokentier.state.blockio import BlockWriter, iter_blocks, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 
 log = logging.getLogger(__name__)
@@ -95,25 +93,13 @@ class Workload:
         )
 
 
-def iter_jsonl(path: ObjectStoragePath) -> Iterator[dict[str, Any]]:
-    """Stream JSON objects from a JSONL file on any object store, one line at a time."""
-    for line in iter_lines(path):
-        yield loads_line(line)
+def iter_jsonl(path: ObjectStoragePath, *, source: str = "requests_uri") -> Iterator[dict[str, Any]]:
+    """Stream JSON objects from a JSONL file on any object store, one line at a time.
 
-
-def check_workload_arguments(
-    provider: str, requests: Any, requests_uri: str | None, endpoint: str | None
-) -> None:
-    """Fail at DAG parse time on a bad provider, request source or OpenAI endpoint.
-
-    Exactly one of ``requests`` and ``requests_uri`` must be given.
+    A line that is not one JSON object raises `JsonlFileError` naming ``source``, the file and
+    the line number, and what is wrong with it.
     """
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
-    if (requests is None) == (requests_uri is None):
-        raise ValueError("give exactly one of `requests` (rows or an XCom) and `requests_uri` (a JSONL file)")
-    if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-        raise ValueError(f"endpoint must be one of {OPENAI_ENDPOINTS}, got {endpoint!r}")
+    return iter_jsonl_objects(iter_blocks(path), source=f"{source} {path}")
 
 
 def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mapping[str, Any]]:

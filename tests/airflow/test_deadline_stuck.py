@@ -20,9 +20,11 @@ PROVIDERS = ["anthropic", "openai"]
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_deadline_cancels_outstanding_batches_and_starts_no_new_round(emulator, make_dag, provider):
-    # Half the requests are fated to expire, so their batch runs for the whole 24 h window (12 s
-    # here); without the deadline they would be re-batched. The deadline comes 2 s in.
-    emulator.configure(expire_rate=0.5, cancel_latency_s=600.0, seed=11)
+    # Half the requests are fated to expire, so their batch runs for the whole 24 h window (60 s
+    # here: long enough to still be running when a slow task start-up -- Airflow 3.1's dag.test()
+    # takes over ten seconds per task on a loaded machine -- reaches the first poll); without the
+    # deadline they would be re-batched. The deadline comes 2 s in.
+    emulator.configure(time_scale=1440.0, expire_rate=0.5, cancel_latency_s=600.0, seed=11)
     rows = rows_for(provider, 16)
     dag = make_dag(
         provider,

@@ -28,6 +28,12 @@ OLD_BASES = {
     "PartialResultsError": AirflowException,
     "BatchStuckError": AirflowException,
     "SchemaVersionError": ValueError,
+    # Added after TokentierError existed, with the base their kind of error has.
+    "InvalidArgumentError": ValueError,
+    "JsonlFileError": ValueError,
+    "MissingConnectionError": ValueError,
+    "BatchPollError": AirflowException,
+    "BatchWaitTimeoutError": AirflowException,
 }
 
 

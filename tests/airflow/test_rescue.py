@@ -13,17 +13,19 @@ from tests.airflow.helpers import landed_rows, provider_batches, rows_for, run_d
     ("provider", "tier"), [("openai", "standard"), ("openai", "flex"), ("anthropic", "standard")]
 )
 def test_rescue_lands_every_row_before_the_deadline(emulator, make_dag, provider, tier):
-    # Every request of the batch is fated to expire at the 24 h mark (12 s here); the deadline
-    # is 6 s after submission and the rescue starts 3 s before it.
-    emulator.configure(expire_rate=1.0, cancel_latency_s=60.0, seed=5)
+    # Every request of the batch is fated to expire at the 24 h mark (60 s here); the deadline
+    # is 8 s after the sensor starts (a templated deadline, rendered then, so a slow task start --
+    # Airflow 3.1's dag.test() on a loaded machine -- cannot eat it) and the rescue starts 5 s
+    # before it (a margin loose enough for a loaded machine).
+    emulator.configure(time_scale=1440.0, expire_rate=1.0, cancel_latency_s=60.0, seed=5)
     rows = rows_for(provider, 12)
     dag = make_dag(
         provider,
         rows,
         sensor_kwargs={
-            "deadline": datetime.timedelta(seconds=6),
+            "deadline": "{{ (macros.datetime.utcnow() + macros.timedelta(seconds=8)).isoformat() }}",
             "rescue_tier": tier,
-            "rescue_margin": datetime.timedelta(seconds=3),
+            "rescue_margin": datetime.timedelta(seconds=5),
         },
     )
     run = run_dag(dag)

@@ -111,3 +111,39 @@ def test_wrong_key_is_rejected_so_the_key_is_really_in_use(emulator, make_dag, m
     assert run.states["submit"] == "failed"
     assert "AuthenticationError" in task_output(capfd, caplog)
     assert emulator.batches()["anthropic"] == []
+
+
+HOST_SECRET = "hostpass-SECRET-789"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_credentials_in_the_connection_host_are_stripped_and_never_logged(
+    emulator, make_dag, state_root, monkeypatch, provider, capfd, caplog
+):
+    host = emulator.base_url.replace("://", f"://tokuser:{HOST_SECRET}@")
+    for name, conn_type in (
+        ("ANTHROPIC_DEFAULT", "tokentier_anthropic"),
+        ("OPENAI_DEFAULT", "tokentier_openai"),
+    ):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{name}", json.dumps({"conn_type": conn_type, "host": host, "password": "k"})
+        )
+    run = run_dag(make_dag(provider, rows_for(provider, 3)))
+    output = task_output(capfd, caplog)
+    assert run.states == {"submit": "success", "ready": "success"}, run.states
+    assert "the host carried credentials" in output, "the capture holds the task logs"
+    assert HOST_SECRET not in output
+    assert _files_containing(Path(state_root), HOST_SECRET.encode()) == []
+    assert HOST_SECRET not in json.dumps(all_xcom_values(run.dag_run.dag_id), default=str)
+
+
+def test_without_a_connection_the_environment_key_is_used_and_the_log_says_so(
+    emulator, make_dag, monkeypatch, capfd, caplog
+):
+    monkeypatch.delenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", emulator.base_url)
+    run = run_dag(make_dag("anthropic", rows_for("anthropic", 2)))
+    output = task_output(capfd, caplog)
+    assert run.states == {"submit": "success", "ready": "success"}, run.states
+    assert "connection 'anthropic_default' does not exist; using the API key in ANTHROPIC_API_KEY" in output

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pendulum
 
 from airflow_provider_tokentier.core.pricing import sum_usd
-from tests.airflow.helpers import landed_rows, rows_for, run_dag
+from airflow_provider_tokentier.results import read_results
+from tests.airflow.helpers import landed_rows, rows_for, run_dag, task_state_dir
 
 
 def _flex_dag(dag_id, state_root, rows):
@@ -32,9 +33,14 @@ def test_a_retry_runs_only_what_earlier_tries_did_not_finish(emulator, dag_id, s
     rows = rows_for("openai", 12)
     # First try: flex refuses half the requests and there is no fallback, so those land
     # errored and retryable while the rest succeed on flex.
+    # The task fails (fail_on_partial), after landing every row.
     emulator.configure(flex_429_rate=0.5, seed=4)
-    first = run_dag(_flex_dag(dag_id, state_root, rows)).xcoms["enrich"]
-    failed = {r["custom_id"] for r in landed_rows(first) if r["status"] != "succeeded"}
+    first = run_dag(_flex_dag(dag_id, state_root, rows))
+    assert first.states == {"enrich": "failed"}
+    results = task_state_dir(state_root, dag_id, "enrich") / "results.jsonl"
+    first_rows = list(read_results(f"file://{results}"))
+    assert len(first_rows) == len(rows)
+    failed = {r["custom_id"] for r in first_rows if r["status"] != "succeeded"}
     assert failed
     assert len(failed) < len(rows)
     billed = emulator.billing()["requests_billed"]

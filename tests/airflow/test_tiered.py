@@ -115,7 +115,7 @@ def test_a_retry_keeps_the_tier_it_started_on(emulator, tiered_dag):
         ({"latency_budget": -5}, "negative"),
         ({"latency_budget": "soon"}, "duration"),
         ({"deadline": datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)}, "past"),
-        ({"tier": "express"}, "tier must be one of"),
+        ({"tier": "express"}, "tier: must be one of"),
         ({"tier": "flex"}, "no flex"),
         ({"cached_input_ratio": 1.5}, "cached_input_ratio"),
         ({"rescue_tier": "priority"}, "rescue_tier"),

@@ -159,3 +159,60 @@ def test_trigger_logs_progress_lines(emulator, capfd, caplog):
     lines = [line for line in task_output(capfd, caplog).splitlines() if "batches ended" in line]
     assert lines
     assert all("openai: 0/1 batches ended" in line and "processing=" in line for line in lines), lines
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_unreachable_provider_ends_the_wait_after_poll_error_patience(emulator, monkeypatch, provider):
+    import json
+
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    conn_type = f"tokentier_{provider}"
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{provider.upper()}_DEFAULT",
+        json.dumps({"conn_type": conn_type, "host": dead, "password": "k"}),
+    )
+    trigger = _trigger(provider, ["batch_one", "batch_two"], poll_interval=0.05, poll_error_patience=1.0)
+    assert trigger.serialize()[1]["poll_error_patience"] == 1.0
+    started = time.monotonic()
+    event = _first_event(trigger)
+    assert 1.0 <= time.monotonic() - started < 10
+    assert event["status"] == "error"
+    message = event["message"]
+    # Names the provider, the batches, how long it tried, and the last error.
+    assert provider in message
+    assert "batch_one" in message
+    assert "batch_two" in message
+    assert "poll_error_patience" in message
+    assert "consecutive transient errors" in message
+    assert "APIConnectionError" in message, message
+
+
+def test_a_trigger_without_a_key_ends_with_an_error_event_naming_the_connection(emulator, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_ANTHROPIC_DEFAULT", raising=False)
+    event = _first_event(BatchTrigger(provider="anthropic", conn_id="nowhere", batch_ids=["b"]))
+    assert event["status"] == "error"
+    assert "connection 'nowhere' does not exist" in event["message"]
+    assert "ANTHROPIC_API_KEY" in event["message"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_trigger_ends_at_its_timeout_with_a_timeout_event(emulator, provider):
+    emulator.configure(time_scale=1.0)  # the batch will not end during the test
+    batch_id = _create_batch(emulator, provider)
+    timeout_at = time.time() + 1.0
+    event = _first_event(_trigger(provider, [batch_id], timeout_at=timeout_at))
+    assert time.time() >= timeout_at
+    assert event["status"] == "timeout"
+    assert batch_id in event["message"]
+    assert "timed out" in event["message"]
+    assert BatchTrigger(
+        **_trigger(provider, [batch_id], timeout_at=timeout_at).serialize()[1]
+    ).timeout_at == (timeout_at)
