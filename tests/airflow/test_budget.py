@@ -163,6 +163,9 @@ def test_flex_and_standard_stop_at_the_cap_and_skip_the_rest(
             state_root=root,
             max_concurrency=1,
             max_cost_usd=cap,
+            # Skipped rows did not succeed, so the default (fail_on_partial=True) fails the task
+            # after landing; this test reads the manifest of a run that goes on.
+            fail_on_partial=False,
             **kwargs,
         )
 
