@@ -63,7 +63,9 @@ def test_batch_spread_over_machines_lands_every_id_once(
     deployment: DistributedStack, emulator: Emulator
 ) -> None:
     emulator.configure(
-        time_scale=86400.0,  # the 24 h window, and so each expiry, passes in a second
+        # The 24 h window, and so each expiry, passes in 6 s; Anthropic keeps results for
+        # 29 days, 3 minutes here: time enough for a busy worker to collect them.
+        time_scale=14400.0,
         batch_turnaround_s=3600.0,
         expire_rate=0.1,
         error_rate=0.05,
