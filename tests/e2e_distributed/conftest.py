@@ -7,8 +7,9 @@ emptied emulator on a fast clock, and one that kills a worker or triggerer start
 it ends. When a test fails, the tail of every component's log is printed with it. Teardown ends
 every process, and fails the session if any is left.
 
-Run this suite alone with ``uv run --locked pytest -m e2e_distributed`` (it needs Debian's
-``postgresql`` and ``redis-server``; ``.ci/run`` installs them when missing).
+Run this suite alone with ``uv run --locked pytest tests/e2e_distributed`` (or select it from the
+whole tree with ``-m e2e_distributed``). It needs Debian's ``postgresql`` and ``redis-server``;
+``.ci/run`` installs them when missing.
 """
 
 from __future__ import annotations
