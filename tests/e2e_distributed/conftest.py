@@ -84,6 +84,9 @@ def deployment(
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         # See tests/e2e/conftest.py: a supervisor notices its finished task sooner.
         "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        # Importing the SDKs can take longer than the default 30 s on a busy 2-core machine.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "180",
         "AIRFLOW__TOKENTIER__PROGRESS_PART_ROWS": str(PART_ROWS),
         "AIRFLOW__TOKENTIER__PROGRESS_PART_SECONDS": str(PART_SECONDS),
     }
