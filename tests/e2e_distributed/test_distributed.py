@@ -103,7 +103,8 @@ def test_batch_spread_over_machines_lands_every_id_once(
         hosts = {t: deployment.ti(dag_id, run_id, t)["hostname"] for t in ("submit", "ready", "collect")}
         assert hosts == {"submit": "worker-a", "ready": "worker-b", "collect": "worker-a"}, hosts
         # The sensor deferred on worker-b, its wait ran on a triggerer, it resumed on worker-b.
-        assert waited_on[dag_id] and waited_on[dag_id] <= set(deployment.triggerers), waited_on
+        assert waited_on[dag_id], waited_on
+        assert waited_on[dag_id] <= set(deployment.triggerers), waited_on
 
         manifest = deployment.xcom(dag_id, run_id, "ready")
         assert manifest["rounds"] >= 2, manifest  # the expiries and errors did force re-batching
@@ -179,9 +180,11 @@ def test_worker_killed_after_submission_retry_on_other_worker_reattaches(
 
     tries = deployment.tries(dag_id, run_id, "submit")
     assert [t["try_number"] for t in tries] == [1, 2], tries
-    assert tries[0]["hostname"] == machine and tries[0]["state"] in ("failed", "up_for_retry"), tries
+    assert tries[0]["hostname"] == machine, tries
+    assert tries[0]["state"] in ("failed", "up_for_retry"), tries
     (other,) = set(deployment.workers) - {machine}
-    assert tries[1]["hostname"] == other and tries[1]["state"] == "success", tries
+    assert tries[1]["hostname"] == other, tries
+    assert tries[1]["state"] == "success", tries
 
     manifest = deployment.xcom(dag_id, run_id, "ready")
     assert manifest["counts"]["succeeded"] == 3
@@ -203,7 +206,8 @@ def test_flex_worker_killed_mid_run_retry_pays_only_unsaved_rows(
     deployment.wait_for("half the rows to be billed", lambda: billed(emulator) >= FLEX_ROWS // 2, 180)
     ti = deployment.ti(dag_id, run_id, "enrich")
     machine = ti["hostname"]
-    assert ti["state"] == "running" and machine in deployment.workers, ti
+    assert ti["state"] == "running", ti
+    assert machine in deployment.workers, ti
     deployment.kill(machine)
     paid_before_kill = billed(emulator)
     try:
