@@ -36,6 +36,8 @@ import psutil
 
 #: Environment variable every process of a stack carries (value: the stack's token).
 MARKER = "TOKENTIER_E2E_STACK"
+#: Environment variable naming the component a process belongs to (inherited by what it starts).
+COMPONENT_MARKER = "TOKENTIER_E2E_COMPONENT"
 
 #: Components in start order; each is ``airflow <name>`` with the arguments below.
 COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
@@ -191,8 +193,7 @@ class AirflowStack:
             {
                 MARKER: self.token,
                 "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                **self.backend_env(),
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.folders[0]),
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
@@ -237,22 +238,46 @@ class AirflowStack:
         env.update(self.env)
         return env
 
+    def backend_env(self) -> dict[str, str]:
+        """Metadata database and executor: SQLite in the home and the LocalExecutor."""
+        return {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        }
+
+    def component_names(self) -> tuple[str, ...]:
+        """The components `start` runs, in start order."""
+        return COMPONENTS
+
+    def component_env(self, name: str) -> dict[str, str]:
+        """The environment of one component: the stack's, plus the component marker."""
+        return {**self._env, COMPONENT_MARKER: name}
+
+    def component_home(self, name: str) -> Path:
+        """The working directory (and AIRFLOW_HOME) of one component."""
+        return self.home
+
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self, timeout: float = 180.0, components: Iterable[str] = COMPONENTS) -> AirflowStack:
-        """Migrate the DB and start ``components`` (all four by default; the api-server must be one)."""
+    def start(self, timeout: float = 180.0, components: Iterable[str] | None = None) -> AirflowStack:
+        """Migrate the DB and start ``components`` (default `component_names`: all of them; the
+        api-server must be one)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps(self.passwords))
         self._env = self.child_env()
         try:
+            self._prepare()
             self._migrate()
-            for name in components:
+            for name in self.component_names() if components is None else components:
                 self._spawn(name)
             self._wait_api(timeout)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _prepare(self) -> None:
+        """Before the database migration: what the stack stands on (nothing here: SQLite)."""
 
     def _airflow(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "airflow", *args]
@@ -273,6 +298,8 @@ class AirflowStack:
             raise StackError(f"airflow db migrate failed:\n{log_path.read_text()[-5000:]}")
         for team in self.teams:
             self._run_cli("teams", "create", team)
+        if not self._env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite:"):
+            return
         # WAL lets readers and one writer work at once: fewer "database is locked" stalls
         # with five processes on one SQLite file. The mode is stored in the file.
         with contextlib.closing(sqlite3.connect(self.home / "airflow.db")) as db:
@@ -294,6 +321,10 @@ class AirflowStack:
         if result.returncode != 0:
             raise StackError(f"airflow {' '.join(args)} failed:\n{log_path.read_text()[-5000:]}")
 
+    def command(self, name: str) -> list[str]:
+        """The command line of one component."""
+        return self._airflow(*self._args(name))
+
     def _args(self, name: str) -> list[str]:
         if name == "api-server":
             return ["api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
@@ -302,19 +333,19 @@ class AirflowStack:
         return [name]
 
     def _spawn(self, name: str) -> Component:
-        comp = self.components.get(name) or Component(name, self._args(name), self.logs_dir / f"{name}.log")
+        comp = self.components.get(name) or Component(name, self.command(name), self.logs_dir / f"{name}.log")
         self.components[name] = comp
         comp.starts += 1
         comp.log_file = comp.log_path.open("ab")
         comp.log_file.write(f"\n===== start #{comp.starts} at {time.strftime('%H:%M:%S')} =====\n".encode())
         comp.log_file.flush()
         comp.process = subprocess.Popen(
-            self._airflow(*comp.args),
-            env=self._env,
+            comp.args,
+            env=self.component_env(name),
             stdin=subprocess.DEVNULL,
             stdout=comp.log_file,
             stderr=subprocess.STDOUT,
-            cwd=self.home,
+            cwd=self.component_home(name),
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -339,11 +370,19 @@ class AirflowStack:
                 )
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the component's whole process group and reap it (SIGKILL: a crash)."""
+        """Send ``sig`` to the component's whole process group and reap it (SIGKILL: a crash).
+
+        With SIGKILL, every other process the component started dies too, also task processes
+        in process groups of their own: what the loss of the machine it ran on would take.
+        """
         comp = self.components[name]
         assert comp.process is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(comp.process.pid, sig)
+        if sig == signal.SIGKILL:
+            for proc in self._own_processes(name):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
         comp.process.wait(timeout=30)
         comp.process = None
         if comp.log_file is not None:
@@ -386,15 +425,19 @@ class AirflowStack:
                 comp.log_file.close()
                 comp.log_file = None
 
-    def _own_processes(self) -> list[psutil.Process]:
-        """Every live process carrying this stack's marker (children, task processes, runners)."""
+    def _own_processes(self, component: str | None = None) -> list[psutil.Process]:
+        """Every live process carrying this stack's marker (children, task processes, runners),
+        or only those of ``component``."""
         found = []
         me = os.getpid()
         for proc in psutil.process_iter(["pid"]):
             if proc.pid == me:
                 continue
             with contextlib.suppress(psutil.Error):
-                if proc.environ().get(MARKER) == self.token:
+                environ = proc.environ()
+                if environ.get(MARKER) == self.token and (
+                    component is None or environ.get(COMPONENT_MARKER) == component
+                ):
                     found.append(proc)
         return found
 
@@ -417,13 +460,18 @@ class AirflowStack:
             parts.append(f"----- {path.name} (last {tail} chars) -----\n{text[-tail:]}")
         return "\n".join(parts)
 
+    def task_log_roots(self) -> list[Path]:
+        """The folders task and trigger logs are written to."""
+        return [self.home / "logs"]
+
     def task_logs(self, dag_id: str) -> str:
         """Every task log file of ``dag_id`` (read from disk; includes trigger logs)."""
-        root = self.home / "logs"
         parts = []
-        for path in sorted(root.rglob("*.log")):
-            if f"dag_id={dag_id}" in str(path):
-                parts.append(f"----- {path.relative_to(root)} -----\n{path.read_text(errors='replace')}")
+        for root in self.task_log_roots():
+            for path in sorted(root.rglob("*.log")):
+                if f"dag_id={dag_id}" in str(path):
+                    text = path.read_text(errors="replace")
+                    parts.append(f"----- {path.relative_to(self.home)} -----\n{text}")
         return "\n".join(parts)
 
     # -- waiting on the API ----------------------------------------------------------------------
