@@ -17,6 +17,7 @@ from airflow_provider_tokentier.testing.emulator.state import EmulatorState
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``tokentier-emulator`` argument parser: host, port and one flag per emulator setting."""
     parser = argparse.ArgumentParser(
         prog="tokentier-emulator",
         description="Offline emulator of the Anthropic and OpenAI batch, flex and standard APIs.",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the emulator on ``--host``/``--port`` until stopped; the API key comes from the environment."""
     args = build_parser().parse_args(argv)
     knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(EmulatorConfig) if f.name != "api_key"}
     config = EmulatorConfig()

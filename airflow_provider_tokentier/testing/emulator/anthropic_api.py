@@ -110,31 +110,9 @@ def validate_params(params: Any) -> str | None:
     for name in ("model", "max_tokens", "messages"):
         if name not in params:
             return f"{name}: Field required"
-    model = params["model"]
-    if not isinstance(model, str) or not model:
-        return "model: Input should be a valid string"
-    max_tokens = params["max_tokens"]
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        return "max_tokens: Input should be a valid integer"
-    if max_tokens < 1:
-        return "max_tokens: Input should be greater than or equal to 1"
-    messages = params["messages"]
-    if not isinstance(messages, list):
-        return "messages: Input should be a valid list"
-    if not messages:
-        return "messages: at least one message is required"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            return f"messages.{i}: Input should be a valid dictionary"
-        if message.get("role") not in ("user", "assistant"):
-            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
-        content = message.get("content")
-        if not isinstance(content, str | list):
-            return f"messages.{i}.content: Input should be a valid string or list of content blocks"
-        if isinstance(content, list):
-            for j, block in enumerate(content):
-                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                    return f"messages.{i}.content.{j}: Input should be a valid content block"
+    problem = _scalar_problem(params) or _messages_problem(params["messages"])
+    if problem is not None:
+        return problem
     system = params.get("system")
     if system is not None and not isinstance(system, str | list):
         return "system: Input should be a valid string or list of text blocks"
@@ -146,6 +124,48 @@ def validate_params(params: Any) -> str | None:
             f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
             f"Found {breakpoints}."
         )
+    return None
+
+
+def _scalar_problem(params: dict[str, Any]) -> str | None:
+    """Why the required ``model`` or ``max_tokens`` of a Messages body is invalid, or None."""
+    model = params["model"]
+    if not isinstance(model, str) or not model:
+        return "model: Input should be a valid string"
+    max_tokens = params["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        return "max_tokens: Input should be a valid integer"
+    if max_tokens < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    return None
+
+
+def _messages_problem(messages: Any) -> str | None:
+    """Why the ``messages`` of a Messages body is invalid, or None."""
+    if not isinstance(messages, list):
+        return "messages: Input should be a valid list"
+    if not messages:
+        return "messages: at least one message is required"
+    for i, message in enumerate(messages):
+        problem = _message_problem(i, message)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _message_problem(i: int, message: Any) -> str | None:
+    """Why message ``i`` of a Messages body is invalid, or None."""
+    if not isinstance(message, dict):
+        return f"messages.{i}: Input should be a valid dictionary"
+    if message.get("role") not in ("user", "assistant"):
+        return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    content = message.get("content")
+    if not isinstance(content, str | list):
+        return f"messages.{i}.content: Input should be a valid string or list of content blocks"
+    if isinstance(content, list):
+        for j, block in enumerate(content):
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                return f"messages.{i}.content.{j}: Input should be a valid content block"
     return None
 
 
@@ -377,6 +397,7 @@ class AnthropicStore:
         self.reset()
 
     def reset(self) -> None:
+        """Forget every batch, the list order and the prompt cache."""
         with self._lock:
             self.batches: dict[str, _Batch] = {}
             #: Creation order of every id ever issued (deleted ones too, so cursors keep working).
@@ -386,6 +407,7 @@ class AnthropicStore:
         self.cache.clear()
 
     def summary(self) -> list[dict[str, Any]]:
+        """One line per batch (id, creation time, size, status) for the admin endpoint."""
         now = self.state.clock.now()
         return [
             {
@@ -399,6 +421,7 @@ class AnthropicStore:
 
     # -- lookups -------------------------------------------------------------------------------
     def get(self, batch_id: str) -> _Batch:
+        """The batch with ``batch_id``; a 404 ``not_found_error`` if there is none."""
         batch = self.batches.get(batch_id)
         if batch is None:
             raise _not_found(batch_id)
@@ -581,6 +604,7 @@ class AnthropicStore:
         }
 
     async def render(self, batch: _Batch, base_url: str) -> dict[str, Any]:
+        """The ``MessageBatch`` object now, writing its results first if it has ended."""
         now = self.state.clock.now()
         if batch.status(now) == "ended":
             await self.ensure_results(batch)
@@ -724,6 +748,13 @@ def build_router(state: EmulatorState) -> APIRouter:
     store = AnthropicStore(state)
     state.register_store("anthropic", store)
     router = APIRouter()
+    _add_message_route(router, state, store)
+    _add_batch_routes(router, state, store)
+    return router
+
+
+def _add_message_route(router: APIRouter, state: EmulatorState, store: AnthropicStore) -> None:
+    """Add the synchronous ``POST /v1/messages`` route to ``router``."""
 
     @router.post("/v1/messages")
     async def create_message(request: Request) -> Response:
@@ -742,6 +773,10 @@ def build_router(state: EmulatorState) -> APIRouter:
             "anthropic", str(params["model"]), "standard", usage_from_anthropic(message["usage"])
         )
         return _json(message)
+
+
+def _add_batch_routes(router: APIRouter, state: EmulatorState, store: AnthropicStore) -> None:
+    """Add the Message Batches routes (create, list, retrieve, results, cancel, delete) to ``router``."""
 
     @router.post("/v1/messages/batches")
     async def create_batch(request: Request) -> Response:
@@ -794,8 +829,6 @@ def build_router(state: EmulatorState) -> APIRouter:
     async def delete_batch(batch_id: str) -> Response:
         await store.delete(store.get(batch_id))
         return _json({"id": batch_id, "type": "message_batch_deleted"})
-
-    return router
 
 
 __all__ = ["AnthropicStore", "build_router", "validate_params"]

@@ -31,6 +31,7 @@ class ProviderGate:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count, delay and authenticate ``/v1/`` HTTP requests; anything else passes straight through."""
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return

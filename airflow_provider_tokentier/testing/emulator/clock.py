@@ -26,6 +26,7 @@ class VirtualClock:
 
     @property
     def time_scale(self) -> float:
+        """Virtual seconds per real second."""
         return self._scale
 
     def set_time_scale(self, time_scale: float) -> None:

@@ -50,6 +50,7 @@ def provider_of_path(path: str) -> str:
 
 
 def render_error(error: ProviderError) -> JSONResponse:
+    """The JSON error response ``error``'s provider would send, with a fresh request id."""
     request_id = f"req_{uuid.uuid4().hex[:24]}"
     if error.provider == "anthropic":
         body: dict[str, object] = {
@@ -72,5 +73,6 @@ def render_error(error: ProviderError) -> JSONResponse:
 
 
 async def handle_provider_error(_request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI exception handler: render a raised ``ProviderError`` as its provider's error response."""
     assert isinstance(exc, ProviderError)
     return render_error(exc)

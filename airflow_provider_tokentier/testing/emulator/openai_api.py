@@ -121,6 +121,8 @@ def is_flex_model(model: str) -> bool:
 
 @dataclasses.dataclass
 class FileRecord:
+    """A stored file (upload or batch output) and where its bytes live on the spool."""
+
     id: str
     filename: str
     purpose: str
@@ -130,6 +132,7 @@ class FileRecord:
     path: Path
 
     def to_dict(self) -> dict[str, Any]:
+        """The OpenAI ``File`` object."""
         return {
             "id": self.id,
             "object": "file",
@@ -170,6 +173,8 @@ class Outcome:
 
 @dataclasses.dataclass
 class BatchRecord:
+    """One batch: its request, parsed input, planned timeline and, once terminal, its outcome."""
+
     id: str
     endpoint: str
     input_file_id: str
@@ -193,18 +198,22 @@ class BatchRecord:
 
     @property
     def model(self) -> str | None:
+        """The model every request in the input file names (a batch uses one)."""
         return self.parsed.model
 
     @property
     def total(self) -> int:
+        """Number of requests in the input file."""
         return len(self.parsed.custom_ids)
 
     @property
     def validated_at(self) -> float:
+        """Virtual time input validation ends."""
         return self.created_at + self.validation_s
 
     @property
     def expires_at(self) -> float:
+        """Virtual time the completion window closes."""
         return self.created_at + BATCH_WINDOW_S
 
     def phase(self, now: float) -> tuple[str, dict[str, float | None], float]:
@@ -300,6 +309,11 @@ def body_problem(endpoint: str, body: dict[str, Any]) -> tuple[str | None, str] 
     """Why ``body`` would be rejected with a 400 by ``endpoint`` (param, message), or None."""
     if body.get("stream"):
         return "stream", "Streaming is not supported for this request in the emulator."
+    return _required_problem(endpoint, body) or _token_limit_problem(body)
+
+
+def _required_problem(endpoint: str, body: dict[str, Any]) -> tuple[str | None, str] | None:
+    """The (param, message) for a parameter ``endpoint`` requires that ``body`` lacks, or None."""
     if endpoint == "/v1/chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -316,6 +330,11 @@ def body_problem(endpoint: str, body: dict[str, Any]) -> tuple[str | None, str] 
             return "input", "Missing required parameter: 'input'."
     elif endpoint == "/v1/completions" and "prompt" not in body:
         return "prompt", "Missing required parameter: 'prompt'."
+    return None
+
+
+def _token_limit_problem(body: dict[str, Any]) -> tuple[str | None, str] | None:
+    """The (param, message) for a token limit or dimension in ``body`` that is not a positive int."""
     for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "dimensions"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -324,6 +343,7 @@ def body_problem(endpoint: str, body: dict[str, Any]) -> tuple[str | None, str] 
 
 
 def prompt_text(endpoint: str, body: dict[str, Any]) -> str:
+    """The prompt text of a request ``body`` for ``endpoint``, for token estimates and synthesis."""
     if endpoint == "/v1/chat/completions":
         return _text_of(body.get("messages"))
     if endpoint == "/v1/responses":
@@ -350,6 +370,7 @@ def _embedding_inputs(body: dict[str, Any]) -> list[str]:
 
 
 def input_tokens_of(endpoint: str, body: dict[str, Any]) -> int:
+    """Estimated prompt tokens of a request ``body`` (token-id inputs to embeddings count exactly)."""
     if endpoint == "/v1/embeddings":
         value = body.get("input")
         if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
@@ -378,6 +399,7 @@ class Synthesizer:
     def body(
         self, endpoint: str, body: dict[str, Any], *, rid: str, created: int, service_tier: str | None
     ) -> dict[str, Any]:
+        """The response body ``endpoint`` returns for request ``body``; notes its prompt in the cache."""
         model = str(body.get("model"))
         if endpoint == "/v1/embeddings":
             return self._embeddings(body, model)
@@ -541,6 +563,7 @@ class Synthesizer:
 
 
 def usage_of_body(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``usage`` object of a response body, or None when it has none (moderations)."""
     usage = body.get("usage")
     return usage if isinstance(usage, dict) else None
 
@@ -838,11 +861,13 @@ class OpenAIStore:
 
     @property
     def dir(self) -> Path:
+        """The store's spool directory, created on first use."""
         path = self.state.spool_dir / "openai"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def reset(self) -> None:
+        """Forget every file, batch and prompt-cache entry and delete the spool directory."""
         with self.lock:
             self.files.clear()
             self.batches.clear()
@@ -853,6 +878,7 @@ class OpenAIStore:
         shutil.rmtree(self.state.spool_dir / "openai", ignore_errors=True)
 
     def summary(self) -> list[dict[str, Any]]:
+        """One line per batch (id, status, endpoint, model, input file ...) for the admin endpoint."""
         now = self.state.clock.now()
         return [
             {
@@ -890,16 +916,19 @@ class OpenAIStore:
 
     # -- files ---------------------------------------------------------------------------------
     def get_file(self, file_id: str) -> FileRecord:
+        """The file with ``file_id``; a 404 if it is unknown or has expired."""
         record = self.files.get(file_id)
         if record is None or (record.expires_at is not None and self.state.clock.now() >= record.expires_at):
             raise openai_error(404, "invalid_request_error", f"No such File object: {file_id}", param="id")
         return record
 
     def add_file(self, record: FileRecord) -> None:
+        """Register ``record`` so the Files endpoints can find it."""
         with self.lock:
             self.files[record.id] = record
 
     def delete_file(self, file_id: str) -> None:
+        """Forget a file and delete its bytes unless a batch still reads them as input."""
         record = self.get_file(file_id)
         with self.lock:
             self.files.pop(file_id, None)
@@ -935,6 +964,7 @@ class OpenAIStore:
         return record
 
     def list_files(self, purpose: str | None, order: str) -> list[dict[str, Any]]:
+        """Unexpired files, optionally of one ``purpose``, newest first unless ``order`` is ``asc``."""
         now = self.state.clock.now()
         items = [
             f
@@ -947,6 +977,7 @@ class OpenAIStore:
 
     # -- batches -------------------------------------------------------------------------------
     def get_batch(self, batch_id: str) -> BatchRecord:
+        """The batch with ``batch_id``; a 404 if there is none."""
         batch = self.batches.get(batch_id)
         if batch is None:
             raise openai_error(
@@ -1055,6 +1086,7 @@ class OpenAIStore:
         return page[:limit], len(page) > limit
 
     def cancel(self, batch: BatchRecord) -> BatchRecord:
+        """Request cancellation (409 if already terminal); a repeat request changes nothing."""
         now = self.state.clock.now()
         status = batch.phase(now)[0]
         if status in _TERMINAL:
@@ -1238,6 +1270,14 @@ def build_router(state: EmulatorState) -> APIRouter:
     store = OpenAIStore(state)
     state.register_store(PROVIDER, store)
     router = APIRouter()
+    _add_file_routes(router, state, store)
+    _add_batch_routes(router, state, store)
+    _add_sync_routes(router, store)
+    return router
+
+
+def _add_file_routes(router: APIRouter, state: EmulatorState, store: OpenAIStore) -> None:
+    """Add the Files routes (upload, list, retrieve, delete, content) to ``router``."""
 
     @router.post("/v1/files")
     async def create_file(request: Request) -> Response:
@@ -1280,6 +1320,10 @@ def build_router(state: EmulatorState) -> APIRouter:
         headers = {"content-length": str(record.bytes)}
         return StreamingResponse(_stream(record.path), media_type="application/octet-stream", headers=headers)
 
+
+def _add_batch_routes(router: APIRouter, state: EmulatorState, store: OpenAIStore) -> None:
+    """Add the Batch routes (create, list, retrieve, cancel) to ``router``."""
+
     @router.post("/v1/batches")
     async def create_batch(request: Request) -> Response:
         if fire(state.config, "create_500"):
@@ -1302,6 +1346,10 @@ def build_router(state: EmulatorState) -> APIRouter:
     async def cancel_batch(batch_id: str) -> Response:
         return _json(await store.view(store.cancel(store.get_batch(batch_id))))
 
+
+def _add_sync_routes(router: APIRouter, store: OpenAIStore) -> None:
+    """Add the synchronous chat completions, responses and embeddings routes to ``router``."""
+
     async def serve(request: Request, endpoint: str) -> Response:
         result, headers = store.serve(endpoint, await _json_body(request))
         return _json(result, headers=headers)
@@ -1317,8 +1365,6 @@ def build_router(state: EmulatorState) -> APIRouter:
     @router.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         return await serve(request, "/v1/embeddings")
-
-    return router
 
 
 def _limit(raw: str | None, default: int, maximum: int) -> int:

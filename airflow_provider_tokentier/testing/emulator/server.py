@@ -72,6 +72,7 @@ class Emulator:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Emulator:
+        """Bind a free port, start the server (thread or subprocess), wait until it answers."""
         sock = _free_socket(self.host)
         self.port = sock.getsockname()[1]
         if self.in_process:
@@ -128,6 +129,7 @@ class Emulator:
         raise TimeoutError(f"the emulator did not answer on {self.base_url} within {timeout}s")
 
     def stop(self) -> None:
+        """Close the admin client and stop the server: its thread (closing its state) or its process."""
         if self._admin is not None:
             self._admin.close()
             self._admin = None

@@ -38,10 +38,12 @@ class BatchTimeline:
 
     @property
     def expires_at(self) -> float:
+        """When the batch's completion window closes."""
         return self.created_at + BATCH_WINDOW_S
 
     @property
     def will_expire(self) -> bool:
+        """Whether any request is fated to expire, so the batch ends at its expiry time."""
         return EXPIRE in self.fates
 
     @property

@@ -23,9 +23,11 @@ from airflow_provider_tokentier.testing.emulator.config import EmulatorConfig
 class ProviderStore(Protocol):
     """What a provider module's store offers to the shared admin endpoints."""
 
-    def reset(self) -> None: ...
+    def reset(self) -> None:
+        """Forget everything the store holds."""
 
-    def summary(self) -> list[dict[str, Any]]: ...
+    def summary(self) -> list[dict[str, Any]]:
+        """One dict per batch for the admin endpoint."""
 
 
 class Billing:
@@ -37,6 +39,7 @@ class Billing:
         self.reset()
 
     def reset(self) -> None:
+        """Zero the totals."""
         with self._lock:
             self._usd = 0.0
             self._requests = 0
@@ -54,6 +57,7 @@ class Billing:
         return cost
 
     def snapshot(self) -> dict[str, Any]:
+        """Totals so far: USD, requests billed, and both per tier."""
         with self._lock:
             return {
                 "usd": round(self._usd, 9),
@@ -82,6 +86,7 @@ class EmulatorState:
 
     # -- configuration -------------------------------------------------------------------------
     def configure(self, changes: dict[str, Any]) -> None:
+        """Apply setting ``changes``; a new ``time_scale`` takes effect without a jump in virtual time."""
         self.config.update(changes)
         if "time_scale" in changes:
             self.clock.set_time_scale(self.config.time_scale)
@@ -106,9 +111,11 @@ class EmulatorState:
 
     # -- stores --------------------------------------------------------------------------------
     def register_store(self, name: str, store: ProviderStore) -> None:
+        """Make ``store`` reachable by reset and the admin endpoints under ``name``."""
         self._stores[name] = store
 
     def store_summaries(self) -> dict[str, list[dict[str, Any]]]:
+        """Every registered store's summary, by store name."""
         return {name: store.summary() for name, store in self._stores.items()}
 
     def reset(self) -> None:
@@ -126,5 +133,6 @@ class EmulatorState:
                 child.unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Delete the spool directory if this state created it."""
         if self._owns_spool:
             shutil.rmtree(self.spool_dir, ignore_errors=True)
