@@ -78,7 +78,8 @@ def _use_one_uncached_filesystem(path: ObjectStoragePath) -> None:
     # a file written through open() then stays invisible to exists() and iterdir(). Children
     # made with ``/`` inherit the filesystem set here.
     # Airflow 3.2+ wraps a UPath (``__wrapped__``); on 3.1 ObjectStoragePath is the UPath itself.
-    getattr(path, "__wrapped__", path)._fs_cached = fs
+    upath: Any = getattr(path, "__wrapped__", path)
+    upath._fs_cached = fs
     # State objects are written by other workers too, and s3fs/gcsfs answer exists() and info()
     # from a cached listing of the parent: a listing cached before another worker's write
     # would hide that write. A DirCache with use_listings_cache=False stores nothing.
