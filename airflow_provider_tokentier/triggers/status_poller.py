@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import time
 import weakref
@@ -69,17 +68,26 @@ class Watch:
         #: When the read behind the last delivery started (the next one is due an interval later).
         self.read_at: float | None = None
         self.waiter: asyncio.Future[dict[str, BatchStatus]] | None = None
+        #: Ends the waiter with a TimeoutError at the caller's deadline, if it gave one.
+        self.give_up: asyncio.TimerHandle | None = None
         self.closed = False
         #: Statuses handed to the trigger so far.
         self.deliveries = 0
 
-    async def next(self, after: float) -> dict[str, BatchStatus]:
+    def next(
+        self, after: float, give_up_after: float | None = None
+    ) -> asyncio.Future[dict[str, BatchStatus]]:
         """The statuses of every watched batch, read no later than ``after`` seconds from now.
 
-        Returns sooner when a read shows one of them changed. Raises the provider's error when
-        the read for one of them failed (the caller decides whether to back off or give up).
+        Resolves sooner when a read shows one of them changed. Raises the provider's error when
+        the read for one of them failed (the caller decides whether to back off or give up), and
+        `asyncio.TimeoutError` when ``give_up_after`` seconds pass first (a deadline).
+
+        A plain future, not a coroutine: a wait awaits one of these per poll, and ten thousand
+        waits would otherwise leave ten thousand coroutine chains per cycle for the garbage
+        collector to walk.
         """
-        return await self.poller.wait(self, after)
+        return self.poller.wait(self, after, give_up_after)
 
     def close(self) -> None:
         """Leave the poller (idempotent); the last watch to leave stops it."""
@@ -95,7 +103,6 @@ class Watch:
 
 def status_poller(provider: str, conn_id: str | None) -> StatusPoller:
     """The poller of ``provider`` and ``conn_id`` on the running loop (created on first use)."""
-    _freeze_startup_heap()
     loop = asyncio.get_running_loop()
     per_loop = _POLLERS.setdefault(loop, {})
     key = (provider, conn_id or "")
@@ -103,26 +110,6 @@ def status_poller(provider: str, conn_id: str | None) -> StatusPoller:
     if poller is None:
         poller = per_loop[key] = StatusPoller(provider, conn_id, forget=lambda: per_loop.pop(key, None))
     return poller
-
-
-_heap_frozen = False
-
-
-def _freeze_startup_heap() -> None:
-    """Move what the process holds before its first wait out of the garbage collector's sight.
-
-    A triggerer holds Airflow, both SDKs and their modules: hundreds of thousands of long-lived
-    objects that every full collection walks again. The allocations of a thousand waits starting
-    set off such collections, and each one stalled the loop for 0.1-0.7 s (measured by
-    `bench.triggers`). `gc.freeze` moves the objects alive now into the permanent generation
-    (what Airflow's dag processor and LocalExecutor do before forking), so later collections
-    walk only what was created since. Once per process.
-    """
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        # No gc.collect() first: that full pass is the very stall this avoids.
-        gc.freeze()
 
 
 def active_pollers() -> dict[tuple[str, str], StatusPoller]:
@@ -172,6 +159,7 @@ class StatusPoller:
         if watch not in self._watches:
             return
         self._watches.discard(watch)
+        _stop_give_up(watch)
         if watch.waiting:
             assert watch.waiter is not None
             watch.waiter.cancel()
@@ -188,18 +176,25 @@ class StatusPoller:
                 self._forget()
         self._wake.set()
 
-    async def wait(self, watch: Watch, after: float) -> dict[str, BatchStatus]:
+    def wait(
+        self, watch: Watch, after: float, give_up_after: float | None = None
+    ) -> asyncio.Future[dict[str, BatchStatus]]:
         """What `Watch.next` does: statuses read no later than ``after`` seconds from now."""
         if watch.closed:
             raise RuntimeError("this watch is closed")
+        loop = asyncio.get_running_loop()
+        watch.waiter = loop.create_future()
         known = self._snapshot(watch)
         if known is not None and watch.delivered and self._changed(watch, known):
-            return self._deliver(watch, known)
+            self._deliver(watch, known)
+            return watch.waiter
         watch.after = max(after, 0.0)
         watch.due_at = (watch.read_at or time.monotonic()) + watch.after
-        watch.waiter = asyncio.get_running_loop().create_future()
+        if give_up_after is not None:
+            timeout = asyncio.TimeoutError()
+            watch.give_up = loop.call_later(max(give_up_after, 0.0), self._fail, watch, timeout)
         self._wake.set()
-        return await watch.waiter
+        return watch.waiter
 
     # -- the loop ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -353,29 +348,46 @@ class StatusPoller:
 
     # -- delivery ------------------------------------------------------------------------------
     def _snapshot(self, watch: Watch) -> dict[str, BatchStatus] | None:
+        """The latest status of each of the watch's batches; None until every one was read.
+
+        When none changed, the mapping delivered last time is handed out again: a steady wait
+        then allocates nothing per poll that outlives the poll.
+        """
         latest = self._latest
         if not all(b in latest for b in watch.batch_ids):
             return None
+        delivered = watch.delivered
+        if len(delivered) == len(watch.batch_ids) and all(
+            delivered.get(b) is latest[b][1] for b in watch.batch_ids
+        ):
+            return delivered
         return {b: latest[b][1] for b in watch.batch_ids}
 
     @staticmethod
     def _changed(watch: Watch, snapshot: dict[str, BatchStatus]) -> bool:
         return any(watch.delivered.get(b) is not status for b, status in snapshot.items())
 
-    def _deliver(self, watch: Watch, snapshot: dict[str, BatchStatus]) -> dict[str, BatchStatus]:
+    def _deliver(self, watch: Watch, snapshot: dict[str, BatchStatus]) -> None:
         watch.delivered = snapshot
         watch.deliveries += 1
         self.deliveries += 1
         if watch.waiting:
             assert watch.waiter is not None
+            _stop_give_up(watch)
             watch.waiter.set_result(snapshot)
-        return snapshot
 
     @staticmethod
     def _fail(watch: Watch, exc: BaseException) -> None:
         if watch.waiting:
             assert watch.waiter is not None
+            _stop_give_up(watch)
             watch.waiter.set_exception(exc)
+
+
+def _stop_give_up(watch: Watch) -> None:
+    if watch.give_up is not None:
+        watch.give_up.cancel()
+        watch.give_up = None
 
 
 def _current_task() -> asyncio.Task[Any] | None:

@@ -90,6 +90,21 @@ def test_trigger_yields_deadline_at_the_absolute_deadline_and_keeps_it_across_re
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_deadline_cuts_a_long_poll_interval_and_a_hung_status_read(emulator, provider):
+    emulator.configure(time_scale=1.0)
+    batch_id = _create_batch(emulator, provider)
+    # Every status read now takes 20 s and the next one is due a minute later: the deadline,
+    # 1.5 s away, must end the wait on time all the same.
+    emulator.configure(latency_ms=20_000)
+    trigger = _trigger(provider, [batch_id], poll_interval=60, deadline=time.time() + 1.5)
+
+    started = time.monotonic()
+    event = _first_event(trigger)
+    assert event["status"] == "deadline"
+    assert time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_trigger_yields_error_for_an_unknown_batch(emulator, provider):
     missing = "msgbatch_doesnotexist" if provider == "anthropic" else "batch_doesnotexist"
     event = _first_event(_trigger(provider, [missing]))
