@@ -35,6 +35,14 @@ class BlockWriter:
             self._drain()
         return len(data)
 
+    def write_line(self, data: bytes) -> None:
+        """Buffer ``data`` and a newline after it (one call per JSONL row)."""
+        buffer = self._buffer
+        buffer += data
+        buffer += b"\n"
+        if len(buffer) >= BLOCK_SIZE:
+            self._drain()
+
     def flush(self) -> None:
         """Pass on everything written so far (the file's own buffering still applies)."""
         self._drain()

@@ -52,7 +52,7 @@ from airflow_provider_tokentier.core.requests import (
     iter_valid_requests,
 )
 from airflow_provider_tokentier.core.wire_ids import id_scope
-from airflow_provider_tokentier.state.blockio import BlockWriter, iter_blocks, open_block_writer
+from airflow_provider_tokentier.state.blockio import BlockWriter, iter_blocks
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,13 @@ ORPHAN_CLOCK_SKEW_S = 300.0
 
 @dataclass
 class Workload:
-    """A validated workload written to state: canonical requests plus its chunk files."""
+    """A validated workload written to state: its chunk files, each request in one of them."""
 
     provider: str
     endpoint: str | None
     fingerprint: str
     total: int
+    #: The folder of the round-0 chunk files (before 2026-11-29: a ``requests.jsonl`` beside them).
     requests_uri: str
     chunks: list[ChunkFile] = field(default_factory=list)
     #: The first request's model: the workload's model for pricing history and routing.
@@ -190,8 +191,7 @@ class _ChunkWriter:
             self._handle = BlockWriter(self._file, digest=self.digest)
             self.files.append(ChunkFile(self.round, len(self.files), str(path), 0, 0))
         assert self._handle is not None
-        self._handle.write(line)
-        self._handle.write(b"\n")
+        self._handle.write_line(line)
 
     def _close(self) -> None:
         if self._handle is not None and self._file is not None:
@@ -219,7 +219,7 @@ def prepare_workload(
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
     backend: Any = None,
 ) -> Workload:
-    """Validate every row, then write canonical requests and chunk files to ``state_dir``.
+    """Validate every row into chunk files under ``state_dir``, each request written once.
 
     ``open_rows`` returns a fresh iterable of the input rows each time it is called (a list, or
     a stream over a JSONL file). Streams: memory holds one row plus the set of ids seen,
@@ -240,22 +240,17 @@ def prepare_workload(
     writer = _ChunkWriter(state_dir, 0, chunker, digest=digest)
     total = 0
     model: str | None = None
-    requests_path = state_dir / "requests.jsonl"
-    requests_path.parent.mkdir(parents=True, exist_ok=True)
-    requests = validated_requests(open_rows(), provider, endpoint=endpoint, default_model=default_model)
-    with open_block_writer(requests_path) as canonical:
-        for request in requests:
-            canonical.write(request.line)
-            canonical.write(b"\n")
-            writer.add(request.custom_id, request.line, request.embedding_inputs)
-            total += 1
-            if total == 1:
-                model = request.model
-                endpoint = endpoint or request.url
+    for request in validated_requests(open_rows(), provider, endpoint=endpoint, default_model=default_model):
+        writer.add(request.custom_id, request.line, request.embedding_inputs)
+        total += 1
+        if total == 1:
+            model = request.model
+            endpoint = endpoint or request.url
     if total == 0:
         raise ValueError("the workload has no requests; nothing to submit")
     chunks = writer.finish()
-    workload = Workload(provider, endpoint, digest.hexdigest(), total, str(requests_path), chunks, model)
+    requests_uri = str(chunk_path(state_dir, 0, 0).parent)
+    workload = Workload(provider, endpoint, digest.hexdigest(), total, requests_uri, chunks, model)
     ledger.write("workload", workload.to_dict())
     return workload
 
