@@ -168,9 +168,16 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def count_lines(path: pathlib.Path) -> int:
-    """Count the non-blank lines of a JSONL file, streaming it."""
+    """Count the non-blank lines of a JSONL file (as :func:`split_lines` yields them), streaming it."""
+    count = 0
+    tail = b""
     with path.open("rb") as handle:
-        return sum(1 for _ in split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b"")))
+        while chunk := handle.read(READ_CHUNK_SIZE):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            # Counted a block at a time: no Python-level step per line.
+            count += len(lines) - lines.count(b"") - sum(map(bytes.isspace, lines))
+    return count + (1 if tail and not tail.isspace() else 0)
 
 
 def check_request_count(path: pathlib.Path, request_count: int) -> None:
