@@ -17,6 +17,8 @@ from airflow_provider_tokentier.backends.base import count_lines, split_lines
         (b'{"a":1}\r\n  \t \n{"a":2}\r\n   ', 2),  # CRLF, whitespace-only lines and tail
         (b"", 0),
         (b"\n \n", 0),
+        (b'{"a":1}\n   ', 1),  # a whitespace tail
+        (b'{"a":1}\n  \x0b  \n{"a":2}', 2),  # a whitespace-only line cut across blocks
     ],
 )
 def test_count_lines_counts_the_non_blank_lines(tmp_path, monkeypatch, content, expected):
