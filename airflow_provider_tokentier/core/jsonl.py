@@ -95,13 +95,15 @@ def iter_jsonl_lines(blocks: Iterable[bytes]) -> Iterator[JsonlLine]:
     line_number = 0
     tail = b""
     for block in blocks:
-        lines = (tail + block).split(b"\n")
+        lines = block.split(b"\n")
+        if tail:  # the line cut at the end of the previous block (cheaper than joining the blocks)
+            lines[0] = tail + lines[0]
         tail = lines.pop()
         for line in lines:
             line_number += 1
-            if line.strip():
+            if line and not line.isspace():
                 yield JsonlLine(line_number, line, False)
-    if tail.strip():
+    if tail and not tail.isspace():
         yield JsonlLine(line_number + 1, tail, True)
 
 
