@@ -2,6 +2,11 @@
 
 Rows are numbered from 0 in the order they arrive (``request #0`` is the first row), and every
 error names the row number and its ``custom_id`` so a user can find it in a file of 100,000 rows.
+
+:class:`RequestValidator` checks a workload's rows in order. A JSONL line that is valid as it
+stands is checked from one decode into a struct of the row shape and then copied byte for byte
+(:meth:`RequestValidator.line`); every other row goes through :meth:`RequestValidator.row`,
+which normalizes it or raises the error naming it, so both ways give the same errors.
 """
 
 from __future__ import annotations
