@@ -124,7 +124,7 @@ class _RequestsBody:
     lines -- what tokentier writes) is then sent block by block with newlines turned into
     commas, and any other file line by line. With an ``id_scope`` every request goes out with
     its task-scoped wire custom_id (:mod:`core.wire_ids`): in a canonical file whose ids all
-    travel verbatim, by one regex substitution per block; otherwise line by line.
+    travel verbatim, by one bytes replace per block; otherwise line by line.
     """
 
     _HEAD = b'{"requests":['
@@ -133,18 +133,18 @@ class _RequestsBody:
     def __init__(self, path: pathlib.Path, id_scope: str | None = None) -> None:
         self._path = path
         self._scope = id_scope
-        self._wire_head = (
-            b"" if id_scope is None else b'\n{"custom_id":"' + id_scope.encode("ascii") + rb'-\1"'
-        )
+        #: What a line start becomes on the wire: the comma before the item and the scoped id.
+        self._wire_start = b"" if id_scope is None else b"," + _LINE_HEAD + id_scope.encode("ascii") + b"-"
         self._canonical = True
         newlines = size = 0
         previous = b"\n"
         for block in self._aligned_blocks() if id_scope is not None else self._raw_blocks():
             size += len(block)
-            lines = block.count(b"\n")
-            newlines += lines
-            if _BLANK_LINE.search(previous + block) or (
-                id_scope is not None and len(_VERBATIM_HEAD.findall(b"\n" + block)) != lines
+            newlines += block.count(b"\n")
+            if (
+                _NON_VERBATIM_LINE.search(b"\n" + block, 0, len(block))
+                if id_scope is not None
+                else _BLANK_LINE.search(previous + block)
             ):
                 self._canonical = False
                 break
@@ -208,21 +208,36 @@ class _RequestsBody:
 
     def _blocks(self) -> Iterator[bytes]:
         yield self._HEAD
-        pending = b""
-        for block in self._aligned_blocks() if self._scope is not None else self._raw_blocks():
-            if pending:
-                yield pending
-            if self._scope is not None:
-                # Anchored on a literal newline, the pattern is found by a fast literal search.
-                block = _VERBATIM_HEAD.sub(self._wire_head, b"\n" + block)[1:]
-            # The file's last newline ends the array instead of separating two items.
-            pending = block.replace(b"\n", b",")
-        yield pending[:-1]
+        if self._scope is not None:
+            yield from self._scoped_blocks()
+        else:
+            pending = b""
+            for block in self._raw_blocks():
+                if pending:
+                    yield pending
+                # The file's last newline ends the array instead of separating two items.
+                pending = block.replace(b"\n", b",")
+            yield pending[:-1]
         yield self._TAIL
 
+    def _scoped_blocks(self) -> Iterator[bytes]:
+        """The items of a canonical file whose ids all travel verbatim, by one replace per block.
 
-#: The head of a canonical request line whose custom_id travels verbatim after its scope.
-_VERBATIM_HEAD = re.compile(rb'\n\{"custom_id":"([A-Za-z0-9_-]{1,%d})"' % MAX_VERBATIM_ID)
+        Each block is whole lines, and a newline is only ever a line end, so a newline followed
+        by the line head marks exactly the line starts: each becomes a comma and the scoped head.
+        """
+        first = True
+        for block in self._aligned_blocks():
+            items = (b"\n" + memoryview(block)[:-1]).replace(_LINE_START, self._wire_start)
+            yield items[1:] if first else items
+            first = False
+
+
+#: A line start (after its newline) whose custom_id cannot travel verbatim after its scope, or a
+#: blank line: the file is then sent line by line.
+_NON_VERBATIM_LINE = re.compile(rb'\n(?!\{"custom_id":"[A-Za-z0-9_-]{1,%d}")' % MAX_VERBATIM_ID)
+_LINE_HEAD = b'{"custom_id":"'
+_LINE_START = b"\n" + _LINE_HEAD
 #: A line holding nothing but whitespace, which would leave an empty array item.
 _BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
 

@@ -167,10 +167,38 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending
 
 
+#: A line holding nothing or only whitespace (as ``bytes.isspace`` sees it), after its newline.
+_BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
+
+
 def count_lines(path: pathlib.Path) -> int:
-    """Count the non-blank lines of a JSONL file, streaming it."""
+    """Count the non-blank lines of a JSONL file (as :func:`split_lines` yields them), streaming it.
+
+    A file without blank lines (what tokentier writes) is counted by its newlines, a block at a
+    time; any other is split into lines.
+    """
+    newlines = 0
+    since_newline = b"\n"
     with path.open("rb") as handle:
-        return sum(1 for _ in split_lines(iter(lambda: handle.read(READ_CHUNK_SIZE), b"")))
+        while chunk := handle.read(READ_CHUNK_SIZE):
+            text = since_newline + chunk
+            if _BLANK_LINE.search(text):
+                return _count_split_lines(path)
+            newlines += chunk.count(b"\n")
+            since_newline = text[text.rfind(b"\n") :]
+    tail = since_newline[1:]
+    return newlines + (1 if tail and not tail.isspace() else 0)
+
+
+def _count_split_lines(path: pathlib.Path) -> int:
+    count = 0
+    tail = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK_SIZE):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            count += len(lines) - lines.count(b"") - sum(map(bytes.isspace, lines))
+    return count + (1 if tail and not tail.isspace() else 0)
 
 
 def check_request_count(path: pathlib.Path, request_count: int) -> None:

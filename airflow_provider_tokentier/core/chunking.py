@@ -140,6 +140,9 @@ class Chunker:
         self.caps = caps
         self.framing = framing
         self.byte_budget = math.floor(caps.max_bytes * safety_margin)
+        self._fixed_bytes = len(framing.prefix) + len(framing.suffix)
+        self._terminator_bytes = len(framing.terminator)
+        self._separator_bytes = len(framing.separator)
         self._closed: list[ChunkStats] = []
         self._lines_seen = 0
         self._requests = 0
@@ -173,10 +176,10 @@ class Chunker:
 
         Raises :class:`RequestValidationError` if the line cannot fit even in a chunk of its own.
         """
-        index = self._lines_seen
-        self._check_fits_alone(index, custom_id, len(line), embedding_inputs)
+        line_bytes = len(line)
+        self._check_fits_alone(self._lines_seen, custom_id, line_bytes, embedding_inputs)
         self._lines_seen += 1
-        starts_new = self._requests == 0 or not self._fits(len(line), embedding_inputs)
+        starts_new = self._requests == 0 or not self._fits(line_bytes, embedding_inputs)
         if starts_new:
             if self._requests:
                 self._closed.append(self._current())
@@ -185,7 +188,7 @@ class Chunker:
             self._embedding_inputs = 0
             self._first_id = custom_id
         self._requests += 1
-        self._line_bytes += len(line)
+        self._line_bytes += line_bytes
         self._embedding_inputs += embedding_inputs
         self._last_id = custom_id
         return starts_new
@@ -198,16 +201,19 @@ class Chunker:
 
     def _fits(self, line_bytes: int, embedding_inputs: int) -> bool:
         caps = self.caps
-        if self._requests + 1 > caps.max_requests:
+        requests = self._requests
+        if requests + 1 > caps.max_requests:
             return False
-        if self.framing.size(self._requests + 1, self._line_bytes + line_bytes) > self.byte_budget:
+        # framing.size(requests + 1, ...), spelled out: this runs once per request.
+        size = self._fixed_bytes + self._line_bytes + line_bytes + (requests + 1) * self._terminator_bytes
+        if size + requests * self._separator_bytes > self.byte_budget:
             return False
         return caps.max_embedding_inputs is None or (
             self._embedding_inputs + embedding_inputs <= caps.max_embedding_inputs
         )
 
     def _check_fits_alone(self, index: int, custom_id: str, line_bytes: int, embedding_inputs: int) -> None:
-        alone = self.framing.size(1, line_bytes)
+        alone = self._fixed_bytes + line_bytes + self._terminator_bytes
         if alone > self.byte_budget:
             raise RequestValidationError(
                 index,

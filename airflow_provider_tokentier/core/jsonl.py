@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow_provider_tokentier.core.errors import JsonlFileError
 
@@ -76,17 +76,40 @@ def iter_jsonl_objects(blocks: Iterable[bytes], *, source: str) -> Iterator[dict
     of JSONL, a line holding an array, string or number, ``NaN``/``Infinity``, a lone
     surrogate escape, or a last line cut off mid-object.
     """
+    for line in iter_jsonl_lines(blocks):
+        yield decode_jsonl_line(line, source=source)
+
+
+class JsonlLine(NamedTuple):
+    """One non-blank line of a JSONL stream, as its raw bytes (no newline)."""
+
+    #: 1-based line number in the stream, blank lines counted.
+    number: int
+    data: bytes
+    #: The last line, with no newline after it (it may have been cut off).
+    last_unterminated: bool
+
+
+def iter_jsonl_lines(blocks: Iterable[bytes]) -> Iterator[JsonlLine]:
+    """The non-blank lines of a JSONL byte stream given in blocks of any size, undecoded."""
     line_number = 0
     tail = b""
     for block in blocks:
-        lines = (tail + block).split(b"\n")
+        lines = block.split(b"\n")
+        if tail:  # the line cut at the end of the previous block (cheaper than joining the blocks)
+            lines[0] = tail + lines[0]
         tail = lines.pop()
         for line in lines:
             line_number += 1
-            if line.strip():
-                yield _decode_object(line, line_number, source, cut_off=False)
-    if tail.strip():
-        yield _decode_object(tail, line_number + 1, source, cut_off=True)
+            if line and not line.isspace():
+                yield JsonlLine(line_number, line, False)
+    if tail and not tail.isspace():
+        yield JsonlLine(line_number + 1, tail, True)
+
+
+def decode_jsonl_line(line: JsonlLine, *, source: str) -> dict[str, Any]:
+    """Decode one line of :func:`iter_jsonl_lines` as :func:`iter_jsonl_objects` does (same errors)."""
+    return _decode_object(line.data, line.number, source, cut_off=line.last_unterminated)
 
 
 def _decode_object(line: bytes, number: int, source: str, *, cut_off: bool) -> dict[str, Any]:

@@ -2,6 +2,11 @@
 
 Rows are numbered from 0 in the order they arrive (``request #0`` is the first row), and every
 error names the row number and its ``custom_id`` so a user can find it in a file of 100,000 rows.
+
+:class:`RequestValidator` checks a workload's rows in order. A JSONL line that is valid as it
+stands is checked from one decode into a struct of the row shape and then copied byte for byte
+(:meth:`RequestValidator.line`); every other row goes through :meth:`RequestValidator.row`,
+which normalizes it or raises the error naming it, so both ways give the same errors.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import msgspec
+
 from airflow_provider_tokentier.core.errors import RequestValidationError
-from airflow_provider_tokentier.core.jsonl import dumps_line
+from airflow_provider_tokentier.core.jsonl import JsonlLine, decode_jsonl_line, dumps_line
 
 CUSTOM_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -57,15 +64,8 @@ def iter_validated(
     ``endpoint`` is the OpenAI batch endpoint of the workload; when omitted, the first row's
     ``url`` sets it. Arguments are checked at call time, rows as they are consumed.
     """
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
-    if endpoint is not None and endpoint not in OPENAI_ENDPOINTS:
-        raise ValueError(
-            f"unsupported OpenAI batch endpoint {endpoint!r}; expected one of {OPENAI_ENDPOINTS}"
-        )
-    if provider == "anthropic":
-        return _iter_anthropic(rows, default_model)
-    return _iter_openai(rows, endpoint, default_model)
+    validator = RequestValidator(provider, endpoint=endpoint, default_model=default_model)
+    return (validator.row(index, row) for index, row in enumerate(rows))
 
 
 def serialize_request(row: Mapping[str, Any], provider: str) -> bytes:
@@ -91,7 +91,10 @@ def count_embedding_inputs(row: Mapping[str, Any]) -> int:
     """
     if row.get("url") != "/v1/embeddings":
         return 0
-    value = row["body"].get("input")
+    return _embedding_inputs(row["body"].get("input"))
+
+
+def _embedding_inputs(value: object) -> int:
     if isinstance(value, list) and value and not isinstance(value[0], int):
         return len(value)
     return 1
@@ -120,6 +123,10 @@ class _CustomIdRegistry:
                 index, custom_id, f"duplicate custom_id, already used by request #{first}"
             )
         return custom_id
+
+    def claim(self, index: int, custom_id: str) -> bool:
+        """Record a syntactically valid ``custom_id`` first seen at ``index``; False if seen before."""
+        return self._first_index.setdefault(custom_id, index) == index
 
 
 def _check_row_shape(index: int, row: object, allowed: frozenset[str]) -> Mapping[str, Any]:
@@ -234,13 +241,153 @@ def _payload_copy(index: int, custom_id: str, row: Mapping[str, Any], field: str
     return dict(payload)
 
 
-def _iter_anthropic(rows: Iterable[Mapping[str, Any]], default_model: str | None) -> Iterator[dict[str, Any]]:
-    ids = _CustomIdRegistry()
-    for index, raw in enumerate(rows):
+class ValidRequest(msgspec.Struct, frozen=True, gc=False):
+    """One validated request, as its chunk file line (built once per request: no GC tracking)."""
+
+    custom_id: str
+    #: The provider-native JSON line (no newline): the input line itself when it needed no
+    #: change, else the normalized row encoded by :func:`serialize_request`.
+    line: bytes
+    #: What the request counts toward OpenAI's embedding-input cap (0 elsewhere).
+    embedding_inputs: int
+    #: ``params.model`` / ``body.model``.
+    model: str
+    #: The OpenAI endpoint (``url``); None for Anthropic.
+    url: str | None
+
+
+class _AnthropicLine(msgspec.Struct, forbid_unknown_fields=True):
+    custom_id: str
+    params: dict[str, Any]
+
+
+class _OpenAILine(msgspec.Struct, forbid_unknown_fields=True):
+    custom_id: str
+    method: str
+    url: str
+    body: dict[str, Any]
+
+
+_ANTHROPIC_LINE = msgspec.json.Decoder(_AnthropicLine)
+_OPENAI_LINE = msgspec.json.Decoder(_OpenAILine)
+#: Where an Anthropic line must start to go out as it is: the wire id is spliced in after it.
+_ANTHROPIC_LINE_HEAD = b'{"custom_id":"'
+
+
+class RequestValidator:
+    """Validates the rows of one workload in order, holding only what spans rows.
+
+    That is the custom_ids seen so far and, for OpenAI, the workload's endpoint and model (the
+    first row fixes both). Rows are numbered by the caller from 0 in arrival order.
+    """
+
+    def __init__(self, provider: str, *, endpoint: str | None = None, default_model: str | None = None):
+        """Raise ``ValueError`` for an unknown provider or OpenAI endpoint."""
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+        if endpoint is not None and endpoint not in OPENAI_ENDPOINTS:
+            raise ValueError(
+                f"unsupported OpenAI batch endpoint {endpoint!r}; expected one of {OPENAI_ENDPOINTS}"
+            )
+        self.provider = provider
+        self.endpoint = endpoint
+        self.default_model = default_model
+        self._ids = _CustomIdRegistry()
+        self._workload_model: str | None = None
+        self._workload_model_index = 0
+
+    def row(self, index: int, raw: object) -> dict[str, Any]:
+        """Validate one row (any Python value) and return it normalized; raise if it is invalid."""
+        if self.provider == "anthropic":
+            return self._anthropic_row(index, raw)
+        return self._openai_row(index, raw)
+
+    def request(self, index: int, raw: object) -> ValidRequest:
+        """Validate one row (any Python value) and encode it for its chunk file."""
+        row = self.row(index, raw)
+        payload = row["params"] if self.provider == "anthropic" else row["body"]
+        return ValidRequest(
+            row["custom_id"],
+            serialize_request(row, self.provider),
+            count_embedding_inputs(row) if self.provider == "openai" else 0,
+            payload["model"],
+            row.get("url"),
+        )
+
+    def line(self, index: int, data: bytes) -> ValidRequest | None:
+        """Validate one JSONL line without re-encoding it, when it can go out byte for byte.
+
+        Returns None when the line needs more than a look: it does not decode into the row
+        shape, is wrapped in whitespace, needs a default (model, OpenAI method or url), or
+        fails a check. Then decode it and pass the row to :meth:`request`, which normalizes it
+        or raises the check's error; nothing has been recorded for it. A line that decodes at
+        all decodes strictly (UTF-8, no lone surrogate, finite numbers), so it is sendable.
+        """
+        # More than one "custom_id" key (or such a string value) would make the id ambiguous.
+        if data[:1] != b"{" or data[-1:] != b"}" or data.count(b'"custom_id"') != 1:
+            return None
+        if self.provider == "anthropic":
+            return self._anthropic_line(index, data)
+        return self._openai_line(index, data)
+
+    def _anthropic_line(self, index: int, data: bytes) -> ValidRequest | None:
+        if not data.startswith(_ANTHROPIC_LINE_HEAD):
+            return None
+        try:
+            row = _ANTHROPIC_LINE.decode(data)
+        except ValueError:  # msgspec.DecodeError / ValidationError, UnicodeDecodeError
+            return None
+        custom_id, params = row.custom_id, row.params
+        model = params.get("model")
+        max_tokens = params.get("max_tokens")
+        messages = params.get("messages")
+        if (
+            type(model) is not str
+            or not model
+            or type(max_tokens) is not int
+            or max_tokens <= 0
+            or type(messages) is not list
+            or not messages
+            or params.get("stream") is True
+            or not CUSTOM_ID_PATTERN.fullmatch(custom_id)
+            or not self._ids.claim(index, custom_id)
+        ):
+            return None
+        return ValidRequest(custom_id, data, 0, model, None)
+
+    def _openai_line(self, index: int, data: bytes) -> ValidRequest | None:
+        try:
+            row = _OPENAI_LINE.decode(data)
+        except ValueError:  # msgspec.DecodeError / ValidationError, UnicodeDecodeError
+            return None
+        custom_id, url, body = row.custom_id, row.url, row.body
+        endpoint = self.endpoint
+        if row.method != "POST" or (url != endpoint if endpoint is not None else url not in OPENAI_ENDPOINTS):
+            return None
+        model = body.get("model")
+        if type(model) is not str or not model or model != (self._workload_model or model):
+            return None
+        value = body.get(_OPENAI_REQUIRED_BODY_FIELD[url])
+        if (
+            value is None
+            or (url == "/v1/chat/completions" and type(value) is not list)
+            or (isinstance(value, (str, list)) and not value)
+            or body.get("stream") is True
+            or not CUSTOM_ID_PATTERN.fullmatch(custom_id)
+            or not self._ids.claim(index, custom_id)
+        ):
+            return None
+        if self._workload_model is None:
+            self._workload_model, self._workload_model_index = model, index
+        self.endpoint = url
+        inputs = _embedding_inputs(value) if url == "/v1/embeddings" else 0
+        return ValidRequest(custom_id, data, inputs, model, url)
+
+    def _anthropic_row(self, index: int, raw: object) -> dict[str, Any]:
         row = _check_row_shape(index, raw, _ANTHROPIC_ROW_KEYS)
-        custom_id = ids.register(index, row)
+        custom_id = self._ids.register(index, row)
         params = _payload_copy(index, custom_id, row, "params")
-        _model_or_default(index, custom_id, params, "params", default_model)
+        _model_or_default(index, custom_id, params, "params", self.default_model)
         max_tokens = params.get("max_tokens")
         if max_tokens is None:
             raise RequestValidationError(index, custom_id, "params.max_tokens is required")
@@ -255,22 +402,16 @@ def _iter_anthropic(rows: Iterable[Mapping[str, Any]], default_model: str | None
             raise RequestValidationError(index, custom_id, "params.messages must be a non-empty list")
         _reject_streaming(index, custom_id, params, "params")
         _check_sendable(index, custom_id, params, "params")
-        yield {"custom_id": custom_id, "params": params}
+        return {"custom_id": custom_id, "params": params}
 
-
-def _iter_openai(
-    rows: Iterable[Mapping[str, Any]], endpoint: str | None, default_model: str | None
-) -> Iterator[dict[str, Any]]:
-    ids = _CustomIdRegistry()
-    workload_model: str | None = None
-    workload_model_index = 0
-    for index, raw in enumerate(rows):
+    def _openai_row(self, index: int, raw: object) -> dict[str, Any]:
         row = _check_row_shape(index, raw, _OPENAI_ROW_KEYS)
-        custom_id = ids.register(index, row)
+        custom_id = self._ids.register(index, row)
 
         method = row.get("method", "POST")
         if method != "POST":
             raise RequestValidationError(index, custom_id, f"method must be 'POST', got {method!r}")
+        endpoint = self.endpoint
         url = row.get("url", endpoint)
         if url is None:
             raise RequestValidationError(index, custom_id, "url is required when no endpoint is given")
@@ -280,22 +421,22 @@ def _iter_openai(
                     index, custom_id, f"url {url!r} is not a supported batch endpoint {OPENAI_ENDPOINTS}"
                 )
             # The first row fixes the workload's endpoint: one batch serves one endpoint.
-            endpoint = url
+            endpoint = self.endpoint = url
         elif url != endpoint:
             raise RequestValidationError(
                 index, custom_id, f"url {url!r} does not match the workload endpoint {endpoint!r}"
             )
 
         body = _payload_copy(index, custom_id, row, "body")
-        model = _model_or_default(index, custom_id, body, "body", default_model)
-        if workload_model is None:
-            workload_model, workload_model_index = model, index
-        elif model != workload_model:
+        model = _model_or_default(index, custom_id, body, "body", self.default_model)
+        if self._workload_model is None:
+            self._workload_model, self._workload_model_index = model, index
+        elif model != self._workload_model:
             raise RequestValidationError(
                 index,
                 custom_id,
-                f"body.model {model!r} differs from {workload_model!r} used by request "
-                f"#{workload_model_index}; an OpenAI batch file takes a single model",
+                f"body.model {model!r} differs from {self._workload_model!r} used by request "
+                f"#{self._workload_model_index}; an OpenAI batch file takes a single model",
             )
 
         required = _OPENAI_REQUIRED_BODY_FIELD[endpoint]
@@ -308,4 +449,30 @@ def _iter_openai(
             raise RequestValidationError(index, custom_id, f"body.{required} must not be empty")
         _reject_streaming(index, custom_id, body, "body")
         _check_sendable(index, custom_id, body, "body")
-        yield {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+        return {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+
+
+def iter_valid_requests(
+    validator: RequestValidator, rows: Iterable[Mapping[str, Any]]
+) -> Iterator[ValidRequest]:
+    """Validate ``rows`` (Python values) in order, each encoded for its chunk file."""
+    for index, row in enumerate(rows):
+        yield validator.request(index, row)
+
+
+def iter_valid_lines(
+    validator: RequestValidator, lines: Iterable[JsonlLine], *, source: str
+) -> Iterator[ValidRequest]:
+    """Validate the lines of a JSONL request file in order, copying every line that can go as it is.
+
+    A line that cannot is decoded (a line that is not one JSON object raises `JsonlFileError`
+    naming ``source``) and validated, normalized and re-encoded like a Python row, so errors
+    are the same whichever way a row arrives.
+    """
+    for index, line in enumerate(lines):
+        request = validator.line(index, line.data)
+        yield (
+            request
+            if request is not None
+            else validator.request(index, decode_jsonl_line(line, source=source))
+        )

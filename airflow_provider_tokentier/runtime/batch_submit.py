@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Context, ObjectStoragePath
+from airflow.sdk import Context
 
 from airflow_provider_tokentier.backends import batch_backend
 from airflow_provider_tokentier.core.budget import (
@@ -18,7 +18,7 @@ from airflow_provider_tokentier.core.records import SubmissionManifest
 from airflow_provider_tokentier.hooks.base import provider_hook
 from airflow_provider_tokentier.runtime.settings import resolve_price_table
 from airflow_provider_tokentier.runtime.task_state import state_dir_for, task_key
-from airflow_provider_tokentier.state.ledger import Ledger
+from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.workflow.submission import (
     Workload,
     iter_jsonl,
@@ -35,7 +35,11 @@ def check_budget(workload: Workload, ledger: Ledger, max_cost_usd: float | None,
     if max_cost_usd is None:
         return None
     estimate, unpriced = estimate_rows_cost(
-        iter_jsonl(ObjectStoragePath(workload.requests_uri)),
+        (
+            row
+            for chunk in workload.chunks
+            for row in iter_jsonl(storage_path(chunk.uri), source="chunk file")
+        ),
         workload.provider,
         "batch",
         resolve_price_table(prices),

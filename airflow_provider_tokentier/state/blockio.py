@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
@@ -18,11 +18,15 @@ BLOCK_SIZE = 1 << 20
 
 
 class BlockWriter:
-    """Collects writes and passes them on in blocks of at least ``BLOCK_SIZE`` bytes."""
+    """Collects writes and passes them on in blocks of at least ``BLOCK_SIZE`` bytes.
 
-    def __init__(self, handle: IO[bytes]) -> None:
+    ``digest`` (a hashlib object), when given, is fed each block as it is passed on.
+    """
+
+    def __init__(self, handle: IO[bytes], *, digest: Any = None) -> None:
         self._handle = handle
         self._buffer = bytearray()
+        self._digest = digest
 
     def write(self, data: bytes) -> int:
         """Buffer ``data``, passing the buffer on once a block is full; return its length."""
@@ -31,6 +35,14 @@ class BlockWriter:
             self._drain()
         return len(data)
 
+    def write_line(self, data: bytes) -> None:
+        """Buffer ``data`` and a newline after it (one call per JSONL row)."""
+        buffer = self._buffer
+        buffer += data
+        buffer += b"\n"
+        if len(buffer) >= BLOCK_SIZE:
+            self._drain()
+
     def flush(self) -> None:
         """Pass on everything written so far (the file's own buffering still applies)."""
         self._drain()
@@ -38,7 +50,10 @@ class BlockWriter:
 
     def _drain(self) -> None:
         if self._buffer:
-            self._handle.write(bytes(self._buffer))
+            block = bytes(self._buffer)
+            if self._digest is not None:
+                self._digest.update(block)
+            self._handle.write(block)
             self._buffer.clear()
 
 

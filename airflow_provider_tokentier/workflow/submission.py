@@ -37,15 +37,22 @@ from airflow_provider_tokentier.core.errors import (
     SubmitNotSentError,
     WorkloadChangedError,
 )
-from airflow_provider_tokentier.core.jsonl import iter_jsonl_objects, loads_line
+from airflow_provider_tokentier.core.jsonl import (
+    JsonlLine,
+    iter_jsonl_lines,
+    iter_jsonl_objects,
+    loads_line,
+)
 from airflow_provider_tokentier.core.records import ChunkFile, IntentRecord, SubmittedBatch
 from airflow_provider_tokentier.core.requests import (
+    RequestValidator,
+    ValidRequest,
     count_embedding_inputs,
-    iter_validated,
-    serialize_request,
+    iter_valid_lines,
+    iter_valid_requests,
 )
 from airflow_provider_tokentier.core.wire_ids import id_scope
-from airflow_provider_tokentier.state.blockio import BlockWriter, iter_blocks, open_block_writer
+from airflow_provider_tokentier.state.blockio import BlockWriter, iter_blocks
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 
 log = logging.getLogger(__name__)
@@ -56,12 +63,13 @@ ORPHAN_CLOCK_SKEW_S = 300.0
 
 @dataclass
 class Workload:
-    """A validated workload written to state: canonical requests plus its chunk files."""
+    """A validated workload written to state: its chunk files, each request in one of them."""
 
     provider: str
     endpoint: str | None
     fingerprint: str
     total: int
+    #: The folder of the round-0 chunk files (before 2026-11-29: a ``requests.jsonl`` beside them).
     requests_uri: str
     chunks: list[ChunkFile] = field(default_factory=list)
     #: The first request's model: the workload's model for pricing history and routing.
@@ -102,10 +110,30 @@ def iter_jsonl(path: ObjectStoragePath, *, source: str = "requests_uri") -> Iter
     return iter_jsonl_objects(iter_blocks(path), source=f"{source} {path}")
 
 
+class JsonlRequestFile:
+    """A JSONL file of request rows: iterated, its decoded rows; :meth:`lines`, its raw lines.
+
+    Submission validates the raw lines and copies them into chunk files, decoding only what it
+    checks; the sync tiers iterate decoded rows.
+    """
+
+    def __init__(self, path: ObjectStoragePath, *, source: str = "requests_uri") -> None:
+        self.path = path
+        #: How errors name the file: ``requests_uri <uri>``.
+        self.source = f"{source} {path}"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter_jsonl_objects(iter_blocks(self.path), source=self.source)
+
+    def lines(self) -> Iterator[JsonlLine]:
+        """The file's non-blank lines, undecoded, read a block at a time."""
+        return iter_jsonl_lines(iter_blocks(self.path))
+
+
 def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mapping[str, Any]]:
-    """The workload's rows: a stream over ``requests_uri``, or the (rendered) ``requests`` list."""
+    """The workload's rows: a `JsonlRequestFile` over ``requests_uri``, or the ``requests`` list."""
     if requests_uri is not None:
-        return iter_jsonl(storage_path(requests_uri))
+        return JsonlRequestFile(storage_path(requests_uri))
     if isinstance(requests, (str, bytes)):
         raise TypeError(
             "`requests` must be a list of request rows, got a string; "
@@ -116,6 +144,24 @@ def open_request_rows(requests: Any, requests_uri: str | None) -> Iterable[Mappi
     return requests
 
 
+def validated_requests(
+    rows: Iterable[Mapping[str, Any]],
+    provider: str,
+    *,
+    endpoint: str | None = None,
+    default_model: str | None = None,
+) -> Iterator[ValidRequest]:
+    """Validate ``rows`` lazily, each as the line its chunk file gets.
+
+    The lines of a `JsonlRequestFile` that need no change are copied as they are; anything
+    else is normalized and re-encoded. The first invalid row raises when it is reached.
+    """
+    validator = RequestValidator(provider, endpoint=endpoint, default_model=default_model)
+    if isinstance(rows, JsonlRequestFile):
+        return iter_valid_lines(validator, rows.lines(), source=rows.source)
+    return iter_valid_requests(validator, rows)
+
+
 def chunk_path(state_dir: ObjectStoragePath, round_: int, index: int) -> ObjectStoragePath:
     """Where chunk ``index`` of round ``round_`` is written."""
     return state_dir / "rounds" / f"r{round_:02d}" / f"c{index:05d}.jsonl"
@@ -124,10 +170,14 @@ def chunk_path(state_dir: ObjectStoragePath, round_: int, index: int) -> ObjectS
 class _ChunkWriter:
     """Writes serialized lines into chunk files as the chunker says, one file open at a time."""
 
-    def __init__(self, state_dir: ObjectStoragePath, round_: int, chunker: Chunker) -> None:
+    def __init__(
+        self, state_dir: ObjectStoragePath, round_: int, chunker: Chunker, *, digest: Any = None
+    ) -> None:
         self.state_dir = state_dir
         self.round = round_
         self.chunker = chunker
+        #: A hashlib object fed every byte written, in order (the workload fingerprint).
+        self.digest = digest
         self.files: list[ChunkFile] = []
         self._file: IO[bytes] | None = None
         self._handle: BlockWriter | None = None
@@ -138,10 +188,10 @@ class _ChunkWriter:
             path = chunk_path(self.state_dir, self.round, len(self.files))
             path.parent.mkdir(parents=True, exist_ok=True)
             self._file = path.open("wb")
-            self._handle = BlockWriter(self._file)
+            self._handle = BlockWriter(self._file, digest=self.digest)
             self.files.append(ChunkFile(self.round, len(self.files), str(path), 0, 0))
         assert self._handle is not None
-        self._handle.write(line + b"\n")
+        self._handle.write_line(line)
 
     def _close(self) -> None:
         if self._handle is not None and self._file is not None:
@@ -169,7 +219,7 @@ def prepare_workload(
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
     backend: Any = None,
 ) -> Workload:
-    """Validate every row, then write canonical requests and chunk files to ``state_dir``.
+    """Validate every row into chunk files under ``state_dir``, each request written once.
 
     ``open_rows`` returns a fresh iterable of the input rows each time it is called (a list, or
     a stream over a JSONL file). Streams: memory holds one row plus the set of ids seen,
@@ -181,36 +231,26 @@ def prepare_workload(
     ledger = Ledger(state_dir)
     previous = ledger.read("workload")
     if previous is not None:
-        rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
-        fingerprint, _total = _fingerprint(rows, provider)
-        if fingerprint == previous["fingerprint"]:
+        requests = validated_requests(open_rows(), provider, endpoint=endpoint, default_model=default_model)
+        if _fingerprint(requests) == previous["fingerprint"]:
             return Workload.from_dict(previous)
         _forget_unsent_workload(ledger, previous, backend, state_dir)
     chunker = Chunker.for_provider(provider, safety_margin=safety_margin, **dict(caps or {}))
-    writer = _ChunkWriter(state_dir, 0, chunker)
     digest = hashlib.blake2b(digest_size=16)
+    writer = _ChunkWriter(state_dir, 0, chunker, digest=digest)
     total = 0
     model: str | None = None
-    requests_path = state_dir / "requests.jsonl"
-    requests_path.parent.mkdir(parents=True, exist_ok=True)
-    rows = iter_validated(open_rows(), provider, endpoint=endpoint, default_model=default_model)
-    with open_block_writer(requests_path) as canonical:
-        for row in rows:
-            line = serialize_request(row, provider)
-            digest.update(line)
-            digest.update(b"\n")
-            canonical.write(line + b"\n")
-            writer.add(row["custom_id"], line, count_embedding_inputs(row) if provider == "openai" else 0)
-            total += 1
-            if total == 1:
-                model = (row.get("params") or row.get("body") or {}).get("model")
-                if endpoint is None and provider == "openai":
-                    endpoint = row["url"]
+    for request in validated_requests(open_rows(), provider, endpoint=endpoint, default_model=default_model):
+        writer.add(request.custom_id, request.line, request.embedding_inputs)
+        total += 1
+        if total == 1:
+            model = request.model
+            endpoint = endpoint or request.url
     if total == 0:
         raise ValueError("the workload has no requests; nothing to submit")
-    workload = Workload(
-        provider, endpoint, digest.hexdigest(), total, str(requests_path), writer.finish(), model
-    )
+    chunks = writer.finish()
+    requests_uri = str(chunk_path(state_dir, 0, 0).parent)
+    workload = Workload(provider, endpoint, digest.hexdigest(), total, requests_uri, chunks, model)
     ledger.write("workload", workload.to_dict())
     return workload
 
@@ -248,14 +288,13 @@ def _forget_unsent_workload(
         log.info("The workload changed and no batch exists for the old one; replacing it")
 
 
-def _fingerprint(rows: Iterable[dict[str, Any]], provider: str) -> tuple[str, int]:
+def _fingerprint(requests: Iterable[ValidRequest]) -> str:
+    """The digest of the chunk file lines ``requests`` would be written as, in order."""
     digest = hashlib.blake2b(digest_size=16)
-    total = 0
-    for row in rows:
-        digest.update(serialize_request(row, provider))
+    for request in requests:
+        digest.update(request.line)
         digest.update(b"\n")
-        total += 1
-    return digest.hexdigest(), total
+    return digest.hexdigest()
 
 
 def write_chunks(
