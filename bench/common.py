@@ -17,9 +17,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 if "AIRFLOW_HOME" not in os.environ:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="tokentier-bench-home-")
@@ -272,3 +274,38 @@ def ratio(ours: float | None, anchor: float | None) -> float | None:
     if ours is None or anchor is None or anchor == 0:
         return None
     return ours / anchor
+
+
+def import_first_call_modules() -> None:
+    """Import what a worker imports lazily on its first SDK request and connection lookup.
+
+    Every contender imports the same modules inside its measured call otherwise (the child
+    scripts record them as ``modules_imported_in_call``): the HTTP transport stack of both SDKs,
+    Airflow's connection lookup through the task supervisor, and the local-file path class.
+    With ``PYTHONDONTWRITEBYTECODE`` set, as on the benchmark machine, importing them also means
+    compiling them: ~0.06 CPU s that is a one-time process cost, not submission or landing work.
+    """
+    import airflow.sdk.execution_time.supervisor  # noqa: F401
+    import anyio.streams.tls  # noqa: F401
+    import httpcore2  # noqa: F401
+    import truststore  # noqa: F401
+    import upath.implementations.local  # noqa: F401
+
+
+def measured_call(call: Callable[[], T], label: str) -> T:
+    """``call()``; under cProfile when ``TOKENTIER_BENCH_PROFILE`` names a folder (diagnostics).
+
+    The profile goes to ``<folder>/<label>.prof`` (read it with ``python -m pstats``). Profiling
+    slows the call down, so figures of a profiled run are not results.
+    """
+    folder = os.environ.get("TOKENTIER_BENCH_PROFILE")
+    if not folder:
+        return call()
+    import cProfile
+
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(call)
+    finally:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        profile.dump_stats(str(Path(folder) / f"{label}.prof"))

@@ -165,7 +165,8 @@ def run(
 def warm_process(contender: str) -> float:
     """Pay one-time process costs before the clock, for every contender alike; return seconds.
 
-    Imports (the SDKs included: common.ai imports them lazily inside ``execute``) and Airflow's
+    Imports (the SDKs included: common.ai imports them lazily inside ``execute``; and the modules
+    both import on their first request, `common.import_first_call_modules`) and Airflow's
     hook-lineage collector, which loads every installed plugin on the first ObjectStoragePath
     ``open()`` -- about a second here, because common.ai's plugins import FastAPI.
     """
@@ -177,6 +178,7 @@ def warm_process(contender: str) -> float:
     from airflow.sdk.lineage import get_hook_lineage_collector
 
     get_hook_lineage_collector()
+    common.import_first_call_modules()
     if contender.startswith("ours-"):
         import airflow_provider_tokentier.operators.batch  # noqa: F401
     else:
@@ -252,9 +254,11 @@ def child(config: dict[str, Any]) -> None:
     before_input = common.rss_mb()
     call, keep = (_ours if config["contender"].startswith("ours-") else _commonai)(config)
     input_mb = common.rss_mb() - before_input
+    modules_before = set(sys.modules)
     with common.PeakRSS() as rss, common.cpu_and_wall() as usage:
-        batch_ids = call()
+        batch_ids = common.measured_call(call, f"submit-{config['contender']}")
     del keep
+    first_imported = sorted(set(sys.modules) - modules_before)
     common.write_result(
         config,
         {
@@ -267,6 +271,7 @@ def child(config: dict[str, Any]) -> None:
             "input_list_mb": input_mb,
             "cpu_s": usage["cpu_s"],
             "wall_s": usage["wall_s"],
+            "modules_imported_in_call": first_imported,
         },
     )
 
