@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anthropic
 import httpx2
+import msgspec
 import openai
 import tenacity
 
@@ -96,21 +97,26 @@ class BatchStatus:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """One request's settled outcome, harvested from a batch's results.
 
-    ``response`` is the provider-native body (an Anthropic ``Message`` or an OpenAI response body)
-    for ``succeeded``; ``error`` is ``{"type", "message", "retryable"}`` for ``errored`` (and a
-    short note for ``expired``/``canceled``). ``usage`` is zero unless the provider billed the request.
+    ``body`` is the provider-native response (an Anthropic ``Message`` or an OpenAI response body)
+    for ``succeeded``, as the JSON bytes of the result line: landing copies it into the row without
+    decoding it. ``error`` is ``{"type", "message", "retryable"}`` for ``errored`` (and a short note
+    for ``expired``/``canceled``). ``usage`` is zero unless the provider billed the request.
     """
 
     custom_id: str
     status: str
-    response: dict[str, Any] | None = None
+    body: msgspec.Raw | None = None
     error: dict[str, Any] | None = None
-    usage: Usage = dataclasses.field(default_factory=Usage)
+    usage: Usage = msgspec.field(default_factory=Usage)
     model: str | None = None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """``body`` decoded (None when there is none)."""
+        return None if self.body is None else loads_line(self.body)
 
 
 #: Longest error message kept in a result row; providers (or proxies) can send megabytes.
@@ -148,6 +154,15 @@ def malformed_outcomes(raw: bytes, reason: str, provider: str) -> Iterator[Outco
         # Retryable: the request itself may be fine; only its result line was unreadable.
         error=error_dict(MALFORMED_RESULT, f"unreadable {provider} result line: {reason}", retryable=True),
     )
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (msgspec does not check the values it skips)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -331,19 +331,17 @@ class PriceTable:
         Cache prices are multiplied by the tier multiplier like every other token price.
         """
         multiplier = tier_multiplier(tier)
+        price = self.price_or_warn(provider, model, on)
+        if price is None:
+            return None
+        return cost_at(per_million_usd(price, usage), multiplier)
+
+    def price_or_warn(self, provider: str, model: str, on: datetime.date | None = None) -> ModelPrice | None:
+        """`lookup`, warning (once per model) when no price is known."""
         price = self.lookup(provider, model, on)
         if price is None:
             self._warn_unknown(provider, model, on)
-            return None
-        five_minute_writes = usage.cache_write_tokens - usage.cache_write_1h_tokens
-        per_million = (
-            usage.input_tokens * price.input
-            + usage.output_tokens * price.output
-            + usage.cache_read_tokens * price.cache_read
-            + five_minute_writes * price.cache_write
-            + usage.cache_write_1h_tokens * price.cache_write_1h
-        )
-        return round(per_million * multiplier / 1_000_000, _COST_DECIMALS)
+        return price
 
     def _warn_unknown(self, provider: str, model: str, on: datetime.date | None) -> None:
         key = (provider, model)
@@ -355,7 +353,7 @@ class PriceTable:
             f"no price known for {provider} model {model!r} on {_as_date(on).isoformat()}; its cost is "
             "reported as null. Add it with PriceTable.with_overrides().",
             UnknownModelPriceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     def with_overrides(self, source: Mapping[str, Any] | str | os.PathLike[str]) -> PriceTable:
@@ -381,6 +379,23 @@ class PriceTable:
         undated = {(p.provider, p.model) for p in overrides if p.effective == datetime.date.min}
         kept = [p for p in self.prices() if (p.provider, p.model) not in undated]
         return PriceTable([*kept, *overrides])
+
+
+def per_million_usd(price: ModelPrice, usage: Usage) -> float:
+    """What ``usage`` costs at ``price`` on the standard tier, times a million (unrounded)."""
+    five_minute_writes = usage.cache_write_tokens - usage.cache_write_1h_tokens
+    return (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_read_tokens * price.cache_read
+        + five_minute_writes * price.cache_write
+        + usage.cache_write_1h_tokens * price.cache_write_1h
+    )
+
+
+def cost_at(per_million: float, multiplier: float) -> float:
+    """The cost in USD of a `per_million_usd` figure at a tier ``multiplier``, rounded to 9 decimals."""
+    return round(per_million * multiplier / 1_000_000, _COST_DECIMALS)
 
 
 def _as_date(on: datetime.date | None) -> datetime.date:

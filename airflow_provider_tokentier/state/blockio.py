@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
+import msgspec
 from airflow.sdk import ObjectStoragePath
 
 BLOCK_SIZE = 1 << 20
+
+# The encoder `dumps_line` uses (msgspec.json.encode), kept to encode into a buffer.
+_encoder = msgspec.json.Encoder()
 
 
 class BlockWriter:
@@ -30,6 +34,13 @@ class BlockWriter:
         if len(self._buffer) >= BLOCK_SIZE:
             self._drain()
         return len(data)
+
+    def write_json_line(self, obj: Any) -> None:
+        """Encode ``obj`` as one compact JSON line straight into the buffer (no bytes in between)."""
+        _encoder.encode_into(obj, self._buffer, -1)
+        self._buffer += b"\n"
+        if len(self._buffer) >= BLOCK_SIZE:
+            self._drain()
 
     def flush(self) -> None:
         """Pass on everything written so far (the file's own buffering still applies)."""
