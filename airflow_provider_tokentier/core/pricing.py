@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+import msgspec
+
 from airflow_provider_tokentier.core.models import is_variant_of
 
 #: Price multiplier per service tier, applied on top of every token price (cache ones included).
@@ -49,9 +51,8 @@ class UsageDict(TypedDict):
     reasoning_tokens: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    """Token usage normalized across providers.
+class Usage(msgspec.Struct, frozen=True, gc=False):
+    """Token usage normalized across providers (a struct: one is built per landed row).
 
     ``input_tokens`` are the uncached input tokens billed at the full input rate; cache reads and
     writes are counted separately. ``output_tokens`` include reasoning tokens (billed as output);
@@ -69,7 +70,7 @@ class Usage:
     cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        # Runs for every landed row: check the plain case (all ints >= 0) in one pass first.
+        # Runs for every landed row: check the plain case (all ints >= 0) in one expression first.
         values = (
             self.input_tokens,
             self.output_tokens,
@@ -78,7 +79,15 @@ class Usage:
             self.reasoning_tokens,
             self.cache_write_1h_tokens,
         )
-        if not all(type(value) is int and value >= 0 for value in values):
+        if not (
+            type(self.input_tokens) is int
+            and type(self.output_tokens) is int
+            and type(self.cache_read_tokens) is int
+            and type(self.cache_write_tokens) is int
+            and type(self.reasoning_tokens) is int
+            and type(self.cache_write_1h_tokens) is int
+            and min(values) >= 0
+        ):
             for name, value in zip(_USAGE_FIELDS, values, strict=True):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError(f"Usage.{name} must be a non-negative int, got {value!r}")
@@ -108,7 +117,7 @@ class Usage:
         )
 
 
-_USAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Usage))
+_USAGE_FIELDS = Usage.__struct_fields__
 
 
 def _count(data: Mapping[str, Any] | None, key: str) -> int:

@@ -328,11 +328,15 @@ class ResultTally:
         """Count one result row given by its status, tier and costs."""
         self.counts.add(status)
         self.tiers[tier] = self.tiers.get(tier, 0) + 1
-        for key, value in (("cost", cost_usd), ("standard", standard_cost_usd)):
-            if value is None:
-                self._unknown[key] = True
-            else:
-                self._nanos[key] += round(float(value) * 1_000_000_000)
+        # Runs for every landed row: the two costs are spelled out rather than looped over.
+        if cost_usd is None:
+            self._unknown["cost"] = True
+        else:
+            self._nanos["cost"] += round(float(cost_usd) * 1_000_000_000)
+        if standard_cost_usd is None:
+            self._unknown["standard"] = True
+        else:
+            self._nanos["standard"] += round(float(standard_cost_usd) * 1_000_000_000)
 
     def snapshot(self) -> dict[str, Any]:
         """The totals as JSON-ready data (exact: costs in nano-dollars), for `merge`."""

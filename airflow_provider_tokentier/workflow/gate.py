@@ -32,7 +32,7 @@ from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.records import check_schema_version
 from airflow_provider_tokentier.core.result_rows import BatchRows, LandedRow, ResultTally, make_error
 from airflow_provider_tokentier.core.wire_ids import MAX_VERBATIM_ID, from_wire
-from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
+from airflow_provider_tokentier.state.blockio import copy_blocks, iter_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 from airflow_provider_tokentier.workflow.submission import (
@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 REBATCH_POLICIES = ("none", "expired", "expired+retryable")
 
 
-class _PayloadHead(msgspec.Struct):
+class _PayloadHead(msgspec.Struct, gc=False):
     model: str | None = None
 
 
-class _RequestHead(msgspec.Struct):
+class _RequestHead(msgspec.Struct, gc=False):
     """Only what harvesting needs from a request line; msgspec skips the rest unparsed."""
 
     custom_id: str
@@ -71,6 +71,19 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
         yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
 
 
+def _request_heads(uri: str) -> Iterator[list[_RequestHead]]:
+    """The heads of a chunk file's request lines, a block at a time (blank lines skipped)."""
+    tail = b""
+    for block in iter_blocks(storage_path(uri)):
+        block = tail + block if tail else block
+        cut = block.rfind(b"\n") + 1
+        tail = block[cut:]
+        if cut:
+            yield _request_decoder.decode_lines(memoryview(block)[:cut])
+    if tail.strip():
+        yield _request_decoder.decode_lines(tail)
+
+
 class _RequestIndex:
     """The custom_ids of one request file in ~10 bytes each, so harvest memory stays flat.
 
@@ -86,34 +99,47 @@ class _RequestIndex:
         model_of = array("H")
         #: Ids too long to travel verbatim in a wire id, by chunk line (see core.wire_ids).
         self.long_ids: dict[int, str] = {}
-        for line_number, (custom_id, model, _line) in enumerate(request_ids(uri) if uri is not None else ()):
-            if len(custom_id) > MAX_VERBATIM_ID:
-                self.long_ids[line_number] = custom_id
-            hashes.append(hash(custom_id) & _HASH_MASK)
-            model_of.append(model_numbers.setdefault(model, len(model_numbers)))
+        line_number = 0
+        for heads in _request_heads(uri) if uri is not None else ():
+            for head in heads:
+                custom_id = head.custom_id
+                if len(custom_id) > MAX_VERBATIM_ID:
+                    self.long_ids[line_number] = custom_id
+                line_number += 1
+                payload = head.params or head.body
+                model = payload.model if payload else None
+                hashes.append(hash(custom_id) & _HASH_MASK)
+                model_of.append(model_numbers.setdefault(model, len(model_numbers)))
         order = sorted(range(len(hashes)), key=hashes.__getitem__)
         self._hashes = array("Q", (hashes[i] for i in order))
         self._model_of = array("H", (model_of[i] for i in order))
-        self._models = list(model_numbers)
+        #: The requested models, numbered as `take` returns them.
+        self.models = list(model_numbers)
         self._seen = bytearray(len(hashes))
         self._taken = 0
-        self.first_model = self._models[0] if self._models else None
+        self.first_model = self.models[0] if self.models else None
 
     def _position(self, custom_id: str) -> int | None:
         key = hash(custom_id) & _HASH_MASK
         at = bisect.bisect_left(self._hashes, key)
         return at if at < len(self._hashes) and self._hashes[at] == key else None
 
-    def take(self, custom_id: str) -> tuple[str, str | None]:
-        """("new" | "repeated" | "unknown", the requested model); marks a requested id seen."""
-        at = self._position(custom_id)
-        if at is None:
-            return "unknown", None
+    def take(self, custom_id: str) -> int:
+        """Mark a requested id seen and return the number of its requested model in `models`.
+
+        `UNKNOWN_ID` for an id never requested, `REPEATED_ID` for one taken before. (Numbers
+        rather than a tuple: a tuple per result row kept the garbage collector busy.)
+        """
+        # `_position` spelled out: this runs for every result line.
+        key = hash(custom_id) & _HASH_MASK
+        at = bisect.bisect_left(self._hashes, key)
+        if at == len(self._hashes) or self._hashes[at] != key:
+            return UNKNOWN_ID
         if self._seen[at]:
-            return "repeated", None
+            return REPEATED_ID
         self._seen[at] = 1
         self._taken += 1
-        return "new", self._models[self._model_of[at]]
+        return self._model_of[at]
 
     def own_id(self, scope: str | None, wire_id: str) -> str | None:
         """The user's custom_id behind a result's ``wire_id``; None when it was not sent under ``scope``."""
@@ -142,6 +168,9 @@ class _RequestIndex:
 
 
 _HASH_MASK = (1 << 64) - 1
+#: What `_RequestIndex.take` returns for an id the chunk never sent, and for one already taken.
+UNKNOWN_ID = -1
+REPEATED_ID = -2
 
 
 def _is_foreign_batch(batch: SubmittedBatch, dropped: Mapping[str, int]) -> bool:
@@ -284,12 +313,12 @@ class BatchGate:
         known_requests = batch.uri is not None
         dropped = {"own": 0, "foreign": 0, "repeated": 0}
         own_id, take, scope, row = index.own_id, index.take, batch.id_scope, rows.row
-        first_model = index.first_model or "unknown"
+        models, first_model = index.models, index.first_model or "unknown"
         for outcome in backend.iter_outcomes(batch.id):
             custom_id = own_id(scope, outcome.custom_id)
-            verdict, requested_model = ("unknown", None) if custom_id is None else take(custom_id)
-            if custom_id is None or (known_requests and verdict != "new"):
-                kind = "repeated" if verdict == "repeated" else "foreign"
+            taken = UNKNOWN_ID if custom_id is None else take(custom_id)
+            if custom_id is None or (known_requests and taken < 0):
+                kind = "repeated" if taken == REPEATED_ID else "foreign"
                 dropped[kind] += 1
                 if dropped[kind] <= 3:
                     log.warning(
@@ -304,7 +333,7 @@ class BatchGate:
                 row(
                     custom_id,
                     outcome.status,
-                    outcome.model or requested_model or first_model,
+                    outcome.model or (models[taken] if taken >= 0 else None) or first_model,
                     response=outcome.body,
                     error=outcome.error,
                     usage=outcome.usage if outcome.status == "succeeded" else None,
