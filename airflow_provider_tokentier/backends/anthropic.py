@@ -26,7 +26,7 @@ from airflow_provider_tokentier.backends.base import (
     malformed_outcomes,
     register_backends,
     split_lines,
-    stream_result_lines,
+    stream_result_line_lists,
 )
 from airflow_provider_tokentier.backends.status_reads import anthropic_status
 from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, ProviderCaps
@@ -102,16 +102,17 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
     lines) by :func:`_parse_any_line`, which gives the same outcome for every line the first
     accepts.
     """
-    return _outcomes((line,))
+    return _outcomes(((line,),))
 
 
-def _outcomes(lines: Iterable[bytes]) -> Iterator[Outcome]:
-    for line in lines:
-        outcome = _parse_plain_line(line)
-        if outcome is not None:
-            yield outcome
-        else:
-            yield from _parse_any_line(line)
+def _outcomes(line_lists: Iterable[Iterable[bytes]]) -> Iterator[Outcome]:
+    for lines in line_lists:
+        for line in lines:
+            outcome = _parse_plain_line(line)
+            if outcome is not None:
+                yield outcome
+            else:
+                yield from _parse_any_line(line)
 
 
 def _parse_plain_line(line: bytes) -> Outcome | None:
@@ -402,7 +403,7 @@ class AnthropicBatchBackend:
             raise BatchNotEndedError(f"batch {batch_id} is {batch.processing_status}; it has no results yet")
         results = self._client.messages.batches.with_streaming_response.results
         yield from _outcomes(
-            stream_result_lines(lambda: results(batch_id), is_transient=is_transient_error, what=what)
+            stream_result_line_lists(lambda: results(batch_id), is_transient=is_transient_error, what=what)
         )
 
     def cancel(self, batch_id: str) -> None:

@@ -26,7 +26,7 @@ from airflow_provider_tokentier.backends.base import (
     malformed_outcomes,
     register_backends,
     split_lines,
-    stream_result_lines,
+    stream_result_line_lists,
     tag_matches,
 )
 from airflow_provider_tokentier.backends.status_reads import OPENAI_ENDED, openai_status
@@ -115,16 +115,17 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
     :func:`_parse_plain_line`; anything else (HTTP errors, error-file lines, bad lines) by
     :func:`_parse_any_line`, which gives the same outcome for every line the first accepts.
     """
-    return _outcomes((line,))
+    return _outcomes(((line,),))
 
 
-def _outcomes(lines: Iterable[bytes]) -> Iterator[Outcome]:
-    for line in lines:
-        outcome = _parse_plain_line(line)
-        if outcome is not None:
-            yield outcome
-        else:
-            yield from _parse_any_line(line)
+def _outcomes(line_lists: Iterable[Iterable[bytes]]) -> Iterator[Outcome]:
+    for lines in line_lists:
+        for line in lines:
+            outcome = _parse_plain_line(line)
+            if outcome is not None:
+                yield outcome
+            else:
+                yield from _parse_any_line(line)
 
 
 def _parse_plain_line(line: bytes) -> Outcome | None:
@@ -349,7 +350,7 @@ class OpenAIBatchBackend:
             if not file_id:
                 continue
             yield from _outcomes(
-                stream_result_lines(
+                stream_result_line_lists(
                     functools.partial(content, file_id),
                     is_transient=is_transient_error,
                     what=f"openai batch {batch_id} {kind} file {file_id}",
