@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import itertools
 import logging
 import os
 from array import array
@@ -113,6 +114,13 @@ class _RequestIndex:
         order = sorted(range(len(hashes)), key=hashes.__getitem__)
         self._hashes = array("Q", (hashes[i] for i in order))
         self._model_of = array("H", (model_of[i] for i in order))
+        # Where each bucket of hashes (by their top bits; about one hash per bucket) starts in
+        # the sorted array, so a lookup bisects its bucket instead of the whole array.
+        self._shift = 64 - max(1, len(hashes).bit_length())
+        bucket_sizes = [0] * ((1 << (64 - self._shift)) + 1)
+        for key in self._hashes:
+            bucket_sizes[(key >> self._shift) + 1] += 1
+        self._starts = array("I", itertools.accumulate(bucket_sizes))
         #: The requested models, numbered as `take` returns them.
         self.models = list(model_numbers)
         self._seen = bytearray(len(hashes))
@@ -121,8 +129,10 @@ class _RequestIndex:
 
     def _position(self, custom_id: str) -> int | None:
         key = hash(custom_id) & _HASH_MASK
-        at = bisect.bisect_left(self._hashes, key)
-        return at if at < len(self._hashes) and self._hashes[at] == key else None
+        bucket = key >> self._shift
+        end = self._starts[bucket + 1]
+        at = bisect.bisect_left(self._hashes, key, self._starts[bucket], end)
+        return at if at < end and self._hashes[at] == key else None
 
     def take(self, custom_id: str) -> int:
         """Mark a requested id seen and return the number of its requested model in `models`.
@@ -132,8 +142,10 @@ class _RequestIndex:
         """
         # `_position` spelled out: this runs for every result line.
         key = hash(custom_id) & _HASH_MASK
-        at = bisect.bisect_left(self._hashes, key)
-        if at == len(self._hashes) or self._hashes[at] != key:
+        bucket = key >> self._shift
+        end = self._starts[bucket + 1]
+        at = bisect.bisect_left(self._hashes, key, self._starts[bucket], end)
+        if at == end or self._hashes[at] != key:
             return UNKNOWN_ID
         if self._seen[at]:
             return REPEATED_ID
