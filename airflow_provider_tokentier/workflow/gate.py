@@ -58,6 +58,12 @@ class _RequestHead(msgspec.Struct, gc=False):
     params: _PayloadHead | None = None
     body: _PayloadHead | None = None
 
+    @property
+    def model(self) -> str | None:
+        """The requested model (Anthropic ``params`` or OpenAI ``body``)."""
+        payload = self.params or self.body
+        return payload.model if payload else None
+
 
 _request_decoder = msgspec.json.Decoder(_RequestHead)
 
@@ -68,8 +74,7 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
         raise ValueError("this batch was submitted outside tokentier; its requests are unknown")
     for line in iter_lines(storage_path(uri)):
         head = _request_decoder.decode(line)
-        payload = head.params or head.body
-        yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
+        yield head.custom_id, head.model, line.rstrip(b"\n")
 
 
 def _request_heads(uri: str) -> Iterator[list[_RequestHead]]:
@@ -102,18 +107,23 @@ class _RequestIndex:
         self.long_ids: dict[int, str] = {}
         line_number = 0
         for heads in _request_heads(uri) if uri is not None else ():
-            for head in heads:
-                custom_id = head.custom_id
-                if len(custom_id) > MAX_VERBATIM_ID:
-                    self.long_ids[line_number] = custom_id
-                line_number += 1
-                payload = head.params or head.body
-                model = payload.model if payload else None
-                hashes.append(hash(custom_id) & _HASH_MASK)
-                model_of.append(model_numbers.setdefault(model, len(model_numbers)))
-        order = sorted(range(len(hashes)), key=hashes.__getitem__)
-        self._hashes = array("Q", (hashes[i] for i in order))
-        self._model_of = array("H", (model_of[i] for i in order))
+            ids = [head.custom_id for head in heads]
+            if max(map(len, ids), default=0) > MAX_VERBATIM_ID:
+                self.long_ids.update(
+                    (line_number + i, custom_id)
+                    for i, custom_id in enumerate(ids)
+                    if len(custom_id) > MAX_VERBATIM_ID
+                )
+            line_number += len(ids)
+            hashes.extend([hash(custom_id) & _HASH_MASK for custom_id in ids])
+            model_of.extend([model_numbers.setdefault(head.model, len(model_numbers)) for head in heads])
+        if len(model_numbers) > 1:
+            order = sorted(range(len(hashes)), key=hashes.__getitem__)
+            self._hashes = array("Q", (hashes[i] for i in order))
+            self._model_of = array("H", (model_of[i] for i in order))
+        else:  # one model (the usual case): every model number is 0, so only the hashes need sorting
+            self._hashes = array("Q", sorted(hashes))
+            self._model_of = model_of
         # Where each bucket of hashes (by their top bits; about one hash per bucket) starts in
         # the sorted array, so a lookup bisects its bucket instead of the whole array.
         self._shift = 64 - max(1, len(hashes).bit_length())
