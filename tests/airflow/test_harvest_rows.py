@@ -234,3 +234,21 @@ def test_malformed_lines_land_errored_with_the_same_reason_and_counts(tmp_path, 
         assert rows[cid]["error"]["type"] == "malformed_result"
         assert rows[cid]["error"]["retryable"] is True
         assert (rows[cid]["status"], rows[cid]["response"], rows[cid]["cost_usd"]) == ("errored", None, 0.0)
+
+
+def test_an_id_too_long_to_travel_verbatim_lands_under_its_own_id(tmp_path):
+    long_id = "x" * 60  # sent as {scope}_{line}: see core.wire_ids
+    response = UNUSUAL["anthropic"]
+    lines = [
+        json.dumps(
+            {"custom_id": f"{SCOPE}_1", "result": {"type": "succeeded", "message": response}}
+        ).encode(),
+        _succeeded_line("anthropic", "short", response),
+        json.dumps(
+            {"custom_id": f"{SCOPE}_7", "result": {"type": "succeeded", "message": response}}
+        ).encode(),
+    ]
+    manifest = _harvest_and_land(tmp_path, "anthropic", ["short", long_id], lines)
+    assert sorted(manifest["rows"]) == sorted(["short", long_id])
+    assert manifest["rows"][long_id]["response"] == response
+    assert manifest["dropped_results"] == {"foreign": 1, "repeated": 0}
