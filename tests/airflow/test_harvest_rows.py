@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from airflow_provider_tokentier.backends.base import BatchStatus, Outcome
 from airflow_provider_tokentier.core.pricing import Usage
 from airflow_provider_tokentier.core.records import SubmittedBatch
 from airflow_provider_tokentier.core.result_rows import dumps_line, make_result_row
+from airflow_provider_tokentier.state.blockio import copy_blocks, open_block_writer
 from airflow_provider_tokentier.workflow.gate import BatchGate, GateSettings
 
 SCOPE = "t0123456789"
@@ -252,3 +254,30 @@ def test_an_id_too_long_to_travel_verbatim_lands_under_its_own_id(tmp_path):
     assert sorted(manifest["rows"]) == sorted(["short", long_id])
     assert manifest["rows"][long_id]["response"] == response
     assert manifest["dropped_results"] == {"foreign": 1, "repeated": 0}
+
+
+def test_copied_files_land_in_order_between_written_rows(tmp_path):
+    first = b"".join(b'{"n":%d}\n' % i for i in range(300_000))  # several blocks
+    second = b'{"second":1}\n'
+    (tmp_path / "first").write_bytes(first)
+    (tmp_path / "second").write_bytes(second)
+    target = ObjectStoragePath(f"file://{tmp_path / 'target'}")
+    with open_block_writer(target) as out:
+        out.write(b"head\n")
+        copy_blocks(ObjectStoragePath(f"file://{tmp_path / 'first'}"), out)
+        out.write(b"middle\n")
+        copy_blocks(ObjectStoragePath(f"file://{tmp_path / 'second'}"), out)
+        out.write(b"tail\n")
+    assert (tmp_path / "target").read_bytes() == b"head\n" + first + b"middle\n" + second + b"tail\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "copy_file_range"), reason="os.copy_file_range is Linux only")
+def test_local_files_are_copied_by_the_kernel(tmp_path):
+    (tmp_path / "source").write_bytes(b"rows\n")
+    target = ObjectStoragePath(f"file://{tmp_path / 'target'}")
+    with (
+        open_block_writer(target) as out,
+        ObjectStoragePath(f"file://{tmp_path / 'source'}").open("rb") as source,
+    ):
+        assert out.copy_local_file(source)
+    assert (tmp_path / "target").read_bytes() == b"rows\n"
