@@ -6,10 +6,11 @@ import datetime
 import logging
 import pathlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import anthropic
+import msgspec
 from anthropic.types.messages import MessageBatch
 
 from airflow_provider_tokentier.backends.base import (
@@ -21,16 +22,17 @@ from airflow_provider_tokentier.backends.base import (
     error_dict,
     is_transient_error,
     is_transient_status,
+    is_utf8,
     malformed_outcomes,
     register_backends,
     split_lines,
-    stream_result_lines,
+    stream_result_line_lists,
 )
 from airflow_provider_tokentier.backends.status_reads import anthropic_status
 from airflow_provider_tokentier.core.chunking import ANTHROPIC_CAPS, ProviderCaps
 from airflow_provider_tokentier.core.errors import BatchNotEndedError
-from airflow_provider_tokentier.core.jsonl import loads_line
-from airflow_provider_tokentier.core.pricing import usage_from_anthropic
+from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
+from airflow_provider_tokentier.core.pricing import Usage, usage_from_anthropic
 from airflow_provider_tokentier.core.result_rows import is_retryable_error
 from airflow_provider_tokentier.core.wire_ids import MAX_VERBATIM_ID, rewrite_line
 
@@ -56,12 +58,104 @@ def batch_status(batch: MessageBatch) -> BatchStatus:
     return anthropic_status(batch.id, str(batch.processing_status), raw_counts, _timestamp(batch.created_at))
 
 
+class _CacheCreation(msgspec.Struct, gc=False):
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class _MessageUsage(msgspec.Struct, gc=False):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+
+
+class _MessageHead(msgspec.Struct, gc=False):
+    """What landing needs from a ``Message``; msgspec skips the rest (content and all) unparsed."""
+
+    usage: _MessageUsage
+    model: str | None = None
+
+
+class _ResultHead(msgspec.Struct, gc=False):
+    type: str
+    #: The ``Message`` as the bytes it came in: it lands whole, so it is never decoded into dicts.
+    message: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _LineHead(msgspec.Struct, gc=False):
+    custom_id: str
+    result: _ResultHead
+
+
+_line_decoder = msgspec.json.Decoder(_LineHead)
+_message_decoder = msgspec.json.Decoder(_MessageHead)
+_NOT_RUN = {kind: f"the request was {kind} before it was processed" for kind in ("canceled", "expired")}
+
+
 def parse_result_line(line: bytes) -> Iterator[Outcome]:
     """Turn one results-JSONL line into (normally exactly one) :class:`Outcome`.
 
     Any line that does not have the documented shape becomes an ``errored`` outcome of type
-    ``malformed_result``; this never raises.
+    ``malformed_result``; this never raises. Succeeded, canceled and expired lines of the plain
+    shape are read by :func:`_parse_plain_line`; anything else (errored lines, odd types, bad
+    lines) by :func:`_parse_any_line`, which gives the same outcome for every line the first
+    accepts.
     """
+    return _outcomes(((line,),))
+
+
+def _outcomes(line_lists: Iterable[Iterable[bytes]]) -> Iterator[Outcome]:
+    for lines in line_lists:
+        for line in lines:
+            outcome = _parse_plain_line(line)
+            if outcome is not None:
+                yield outcome
+            else:
+                yield from _parse_any_line(line)
+
+
+def _parse_plain_line(line: bytes) -> Outcome | None:
+    """The outcome of a succeeded/canceled/expired line of the documented shape, else None.
+
+    Only the head of the line is decoded, into typed structs: a count that is not an int, a
+    model that is not a string or a line that is not UTF-8 (msgspec skips the message
+    unvalidated) is left to :func:`_parse_any_line`, so odd lines keep their exact outcome.
+    """
+    try:
+        head = _line_decoder.decode(line)
+        kind = head.result.type
+        if not head.custom_id or not (line.isascii() or is_utf8(line)):
+            return None
+        if kind != "succeeded":
+            note = _NOT_RUN.get(kind)
+            if note is None:
+                return None
+            return Outcome(head.custom_id, kind, error=error_dict(kind, note, retryable=True))
+        message = head.result.message
+        found = _message_decoder.decode(message)
+        usage = found.usage
+        cache_writes = usage.cache_creation_input_tokens or 0
+        one_hour = usage.cache_creation.ephemeral_1h_input_tokens if usage.cache_creation else None
+        return Outcome(
+            head.custom_id,
+            "succeeded",
+            body=message,
+            usage=Usage(
+                input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cache_read_tokens=usage.cache_read_input_tokens or 0,
+                cache_write_tokens=cache_writes,
+                cache_write_1h_tokens=min(one_hour or 0, cache_writes),
+            ),
+            model=found.model,
+        )
+    except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError; Usage raises ValueError
+        return None
+
+
+def _parse_any_line(line: bytes) -> Iterator[Outcome]:
+    """The outcome of any line: decoded whole into dicts and checked field by field."""
     try:
         row = loads_line(line)
         custom_id = row.get("custom_id")
@@ -79,7 +173,7 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
             yield Outcome(
                 custom_id=custom_id,
                 status="succeeded",
-                response=message,
+                body=msgspec.Raw(dumps_line(message)),
                 usage=usage_from_anthropic(message["usage"]),
                 model=model if isinstance(model, str) else None,
             )
@@ -323,12 +417,9 @@ class AnthropicBatchBackend:
         if batch.processing_status != "ended" or not batch.results_url:
             raise BatchNotEndedError(f"batch {batch_id} is {batch.processing_status}; it has no results yet")
         results = self._client.messages.batches.with_streaming_response.results
-        for line in stream_result_lines(
-            lambda: results(batch_id),
-            is_transient=is_transient_error,
-            what=what,
-        ):
-            yield from parse_result_line(line)
+        yield from _outcomes(
+            stream_result_line_lists(lambda: results(batch_id), is_transient=is_transient_error, what=what)
+        )
 
     def cancel(self, batch_id: str) -> None:
         """Ask Anthropic to cancel the batch; a batch that already ended is left as is."""

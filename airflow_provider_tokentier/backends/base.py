@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anthropic
 import httpx2
+import msgspec
 import openai
 import tenacity
 
@@ -96,21 +97,26 @@ class BatchStatus:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """One request's settled outcome, harvested from a batch's results.
 
-    ``response`` is the provider-native body (an Anthropic ``Message`` or an OpenAI response body)
-    for ``succeeded``; ``error`` is ``{"type", "message", "retryable"}`` for ``errored`` (and a
-    short note for ``expired``/``canceled``). ``usage`` is zero unless the provider billed the request.
+    ``body`` is the provider-native response (an Anthropic ``Message`` or an OpenAI response body)
+    for ``succeeded``, as the JSON bytes of the result line: landing copies it into the row without
+    decoding it. ``error`` is ``{"type", "message", "retryable"}`` for ``errored`` (and a short note
+    for ``expired``/``canceled``). ``usage`` is zero unless the provider billed the request.
     """
 
     custom_id: str
     status: str
-    response: dict[str, Any] | None = None
+    body: msgspec.Raw | None = None
     error: dict[str, Any] | None = None
-    usage: Usage = dataclasses.field(default_factory=Usage)
+    usage: Usage = msgspec.field(default_factory=Usage)
     model: str | None = None
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """``body`` decoded (None when there is none)."""
+        return None if self.body is None else loads_line(self.body)
 
 
 #: Longest error message kept in a result row; providers (or proxies) can send megabytes.
@@ -148,6 +154,15 @@ def malformed_outcomes(raw: bytes, reason: str, provider: str) -> Iterator[Outco
         # Retryable: the request itself may be fine; only its result line was unreadable.
         error=error_dict(MALFORMED_RESULT, f"unreadable {provider} result line: {reason}", retryable=True),
     )
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (msgspec does not check the values it skips)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -263,6 +278,20 @@ def stream_result_lines(
     mid-stream is reopened and the lines already yielded are skipped, which is sound because an
     ended batch's results file never changes. Mid-stream breaks use up the ``attempts`` budget.
     """
+    for lines in stream_result_line_lists(
+        open_stream, is_transient=is_transient, what=what, attempts=attempts
+    ):
+        yield from lines
+
+
+def stream_result_line_lists(
+    open_stream: Callable[[], AbstractContextManager[_StreamingResponse]],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    what: str,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+) -> Iterator[list[bytes]]:
+    """`stream_result_lines` a list of lines per chunk downloaded: harvest takes one step per chunk."""
     yielded = 0
     failures = 0
     while True:
@@ -275,12 +304,15 @@ def stream_result_lines(
             )
             skip = yielded
             try:
-                for line in _checked_lines(response.iter_bytes(READ_CHUNK_SIZE), what):
+                for lines in _checked_line_lists(response.iter_bytes(READ_CHUNK_SIZE), what):
                     if skip:
-                        skip -= 1
-                        continue
-                    yielded += 1
-                    yield line
+                        if skip >= len(lines):
+                            skip -= len(lines)
+                            continue
+                        lines = lines[skip:]
+                        skip = 0
+                    yielded += len(lines)
+                    yield lines
                 return
             except Exception as exc:
                 failures += 1
@@ -338,29 +370,38 @@ def create_batch_once(call: Callable[[], _T], *, attempts: int, what: str) -> _T
         raise
 
 
-def _checked_lines(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
-    """The lines of one download, refusing a body that is not JSONL or that was cut mid-line.
+def _checked_line_lists(chunks: Iterable[bytes], what: str) -> Iterator[list[bytes]]:
+    """The non-blank lines of one download, a list per chunk, refusing a body that is not JSONL or was cut.
 
     The first line must open a JSON object (an HTML error page does not); a last line without
     its newline must parse (a body cut short does not). The last line is held back until the
     body ends so a cut one is never passed on.
     """
     ends_with_newline = True
-
-    def tracked() -> Iterator[bytes]:
-        nonlocal ends_with_newline
-        for chunk in chunks:
-            if chunk:
-                ends_with_newline = chunk.endswith(b"\n")
-                yield chunk
-
+    pending = b""  # the unfinished line at the end of the chunks so far
     held: bytes | None = None
-    for line in split_lines(tracked()):
-        if held is None and not line.lstrip().startswith(b"{"):
-            raise UnreadableResultsError(f"{what}: the body is not JSONL (it starts {line[:60]!r})")
-        if held is not None:
-            yield held
-        held = line
+    for chunk in chunks:
+        if not chunk:
+            continue
+        ends_with_newline = chunk.endswith(b"\n")
+        lines = (pending + chunk if pending else chunk).split(b"\n")
+        pending = lines.pop()
+        lines = [line for line in lines if line and not line.isspace()]
+        if not lines:
+            continue
+        if held is None:
+            _check_first_line(lines[0], what)
+        else:
+            lines.insert(0, held)
+        held = lines.pop()
+        if lines:
+            yield lines
+    if pending and not pending.isspace():
+        if held is None:
+            _check_first_line(pending, what)
+        else:
+            yield [held]
+        held = pending
     if held is None:
         return
     if not ends_with_newline:
@@ -368,7 +409,12 @@ def _checked_lines(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
             loads_line(held)
         except ValueError:
             raise UnreadableResultsError(f"{what}: the body ends in the middle of a line") from None
-    yield held
+    yield [held]
+
+
+def _check_first_line(line: bytes, what: str) -> None:
+    if not line.lstrip().startswith(b"{"):
+        raise UnreadableResultsError(f"{what}: the body is not JSONL (it starts {line[:60]!r})")
 
 
 def is_transport_error(exc: BaseException) -> bool:

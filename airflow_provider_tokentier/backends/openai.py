@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
+import msgspec
 import openai
 from openai.types import Batch
 
@@ -21,16 +22,17 @@ from airflow_provider_tokentier.backends.base import (
     error_dict,
     is_transient_error,
     is_transient_status,
+    is_utf8,
     malformed_outcomes,
     register_backends,
     split_lines,
-    stream_result_lines,
+    stream_result_line_lists,
     tag_matches,
 )
 from airflow_provider_tokentier.backends.status_reads import OPENAI_ENDED, openai_status
 from airflow_provider_tokentier.core.chunking import OPENAI_CAPS, ProviderCaps
 from airflow_provider_tokentier.core.errors import BatchNotEndedError, SubmitNotSentError
-from airflow_provider_tokentier.core.jsonl import loads_line
+from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import Usage, usage_from_openai
 from airflow_provider_tokentier.core.result_rows import is_retryable_error
 
@@ -65,12 +67,113 @@ def _http_error(custom_id: str, status_code: int, body: Any) -> Outcome:
     )
 
 
+class _TokenDetails(msgspec.Struct, gc=False):
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class _BodyUsage(msgspec.Struct, gc=False):
+    """Usage of Chat Completions, Responses or Embeddings: which one is told by ``input_tokens``."""
+
+    input_tokens: int | msgspec.UnsetType | None = msgspec.UNSET
+    output_tokens: int | None = None
+    input_tokens_details: _TokenDetails | None = None
+    output_tokens_details: _TokenDetails | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _TokenDetails | None = None
+    completion_tokens_details: _TokenDetails | None = None
+
+
+class _BodyHead(msgspec.Struct, gc=False):
+    """What landing needs from a response body; msgspec skips the rest (choices and all) unparsed."""
+
+    usage: _BodyUsage
+    model: str | None = None
+
+
+class _ResponseHead(msgspec.Struct, gc=False):
+    status_code: int
+    #: The body as the bytes it came in: it lands whole, so it is never decoded into dicts.
+    body: msgspec.Raw = msgspec.Raw(b"")
+
+
+class _LineHead(msgspec.Struct, gc=False):
+    custom_id: str
+    response: _ResponseHead | None = None
+
+
+_line_decoder = msgspec.json.Decoder(_LineHead)
+_body_decoder = msgspec.json.Decoder(_BodyHead)
+
+
 def parse_result_line(line: bytes) -> Iterator[Outcome]:
     """Turn one output- or error-file line into (normally exactly one) :class:`Outcome`.
 
     Lines that do not have the documented shape become ``errored``/``malformed_result``
-    outcomes; this never raises.
+    outcomes; this never raises. Status-200 lines with usage are read by
+    :func:`_parse_plain_line`; anything else (HTTP errors, error-file lines, bad lines) by
+    :func:`_parse_any_line`, which gives the same outcome for every line the first accepts.
     """
+    return _outcomes(((line,),))
+
+
+def _outcomes(line_lists: Iterable[Iterable[bytes]]) -> Iterator[Outcome]:
+    for lines in line_lists:
+        for line in lines:
+            outcome = _parse_plain_line(line)
+            if outcome is not None:
+                yield outcome
+            else:
+                yield from _parse_any_line(line)
+
+
+def _parse_plain_line(line: bytes) -> Outcome | None:
+    """The outcome of a status-200 line whose body has a usage object, else None.
+
+    Only the head of the line is decoded, into typed structs: a count that is not an int, a
+    model that is not a string or a line that is not UTF-8 (msgspec skips the body
+    unvalidated) is left to :func:`_parse_any_line`, so odd lines keep their exact outcome.
+    """
+    try:
+        head = _line_decoder.decode(line)
+        response = head.response
+        if (
+            response is None
+            or response.status_code != 200
+            or not head.custom_id
+            or not (line.isascii() or is_utf8(line))
+        ):
+            return None
+        found = _body_decoder.decode(response.body)
+        usage = found.usage
+        if usage.input_tokens is msgspec.UNSET:  # Chat Completions, legacy Completions, Embeddings
+            prompt = usage.prompt_tokens or 0
+            output = usage.completion_tokens or 0
+            cached_in, reasoning_in = usage.prompt_tokens_details, usage.completion_tokens_details
+        else:  # Responses API
+            prompt = usage.input_tokens or 0
+            output = usage.output_tokens or 0
+            cached_in, reasoning_in = usage.input_tokens_details, usage.output_tokens_details
+        cached = min((cached_in.cached_tokens if cached_in else None) or 0, prompt)
+        return Outcome(
+            head.custom_id,
+            "succeeded",
+            body=response.body,
+            usage=Usage(
+                input_tokens=prompt - cached,
+                output_tokens=output,
+                cache_read_tokens=cached,
+                reasoning_tokens=(reasoning_in.reasoning_tokens if reasoning_in else None) or 0,
+            ),
+            model=found.model,
+        )
+    except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError; Usage raises ValueError
+        return None
+
+
+def _parse_any_line(line: bytes) -> Iterator[Outcome]:
+    """The outcome of any line: decoded whole into dicts and checked field by field."""
     try:
         row = loads_line(line)
         custom_id = row.get("custom_id")
@@ -96,7 +199,7 @@ def parse_result_line(line: bytes) -> Iterator[Outcome]:
             yield Outcome(
                 custom_id=custom_id,
                 status="succeeded",
-                response=body,
+                body=msgspec.Raw(dumps_line(body)),
                 usage=usage_from_openai(usage) if isinstance(usage, dict) else Usage(),
                 model=model if isinstance(model, str) else None,
             )
@@ -246,12 +349,13 @@ class OpenAIBatchBackend:
         for kind, file_id in (("output", batch.output_file_id), ("error", batch.error_file_id)):
             if not file_id:
                 continue
-            for line in stream_result_lines(
-                functools.partial(content, file_id),
-                is_transient=is_transient_error,
-                what=f"openai batch {batch_id} {kind} file {file_id}",
-            ):
-                yield from parse_result_line(line)
+            yield from _outcomes(
+                stream_result_line_lists(
+                    functools.partial(content, file_id),
+                    is_transient=is_transient_error,
+                    what=f"openai batch {batch_id} {kind} file {file_id}",
+                )
+            )
 
     def cancel(self, batch_id: str) -> None:
         """Ask OpenAI to cancel the batch; a batch that already ended is left as is."""

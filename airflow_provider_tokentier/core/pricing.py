@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+import msgspec
+
 from airflow_provider_tokentier.core.models import is_variant_of
 
 #: Price multiplier per service tier, applied on top of every token price (cache ones included).
@@ -49,9 +51,8 @@ class UsageDict(TypedDict):
     reasoning_tokens: int
 
 
-@dataclasses.dataclass(frozen=True)
-class Usage:
-    """Token usage normalized across providers.
+class Usage(msgspec.Struct, frozen=True, gc=False):
+    """Token usage normalized across providers (a struct: one is built per landed row).
 
     ``input_tokens`` are the uncached input tokens billed at the full input rate; cache reads and
     writes are counted separately. ``output_tokens`` include reasoning tokens (billed as output);
@@ -69,7 +70,7 @@ class Usage:
     cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        # Runs for every landed row: check the plain case (all ints >= 0) in one pass first.
+        # Runs for every landed row: check the plain case (all ints >= 0) in one expression first.
         values = (
             self.input_tokens,
             self.output_tokens,
@@ -78,7 +79,15 @@ class Usage:
             self.reasoning_tokens,
             self.cache_write_1h_tokens,
         )
-        if not all(type(value) is int and value >= 0 for value in values):
+        if not (
+            type(self.input_tokens) is int
+            and type(self.output_tokens) is int
+            and type(self.cache_read_tokens) is int
+            and type(self.cache_write_tokens) is int
+            and type(self.reasoning_tokens) is int
+            and type(self.cache_write_1h_tokens) is int
+            and min(values) >= 0
+        ):
             for name, value in zip(_USAGE_FIELDS, values, strict=True):
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError(f"Usage.{name} must be a non-negative int, got {value!r}")
@@ -108,7 +117,7 @@ class Usage:
         )
 
 
-_USAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Usage))
+_USAGE_FIELDS = Usage.__struct_fields__
 
 
 def _count(data: Mapping[str, Any] | None, key: str) -> int:
@@ -331,19 +340,17 @@ class PriceTable:
         Cache prices are multiplied by the tier multiplier like every other token price.
         """
         multiplier = tier_multiplier(tier)
+        price = self.price_or_warn(provider, model, on)
+        if price is None:
+            return None
+        return cost_at(per_million_usd(price, usage), multiplier)
+
+    def price_or_warn(self, provider: str, model: str, on: datetime.date | None = None) -> ModelPrice | None:
+        """`lookup`, warning (once per model) when no price is known."""
         price = self.lookup(provider, model, on)
         if price is None:
             self._warn_unknown(provider, model, on)
-            return None
-        five_minute_writes = usage.cache_write_tokens - usage.cache_write_1h_tokens
-        per_million = (
-            usage.input_tokens * price.input
-            + usage.output_tokens * price.output
-            + usage.cache_read_tokens * price.cache_read
-            + five_minute_writes * price.cache_write
-            + usage.cache_write_1h_tokens * price.cache_write_1h
-        )
-        return round(per_million * multiplier / 1_000_000, _COST_DECIMALS)
+        return price
 
     def _warn_unknown(self, provider: str, model: str, on: datetime.date | None) -> None:
         key = (provider, model)
@@ -355,7 +362,7 @@ class PriceTable:
             f"no price known for {provider} model {model!r} on {_as_date(on).isoformat()}; its cost is "
             "reported as null. Add it with PriceTable.with_overrides().",
             UnknownModelPriceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     def with_overrides(self, source: Mapping[str, Any] | str | os.PathLike[str]) -> PriceTable:
@@ -381,6 +388,45 @@ class PriceTable:
         undated = {(p.provider, p.model) for p in overrides if p.effective == datetime.date.min}
         kept = [p for p in self.prices() if (p.provider, p.model) not in undated]
         return PriceTable([*kept, *overrides])
+
+
+def per_million_usd(price: ModelPrice, usage: Usage) -> float:
+    """What ``usage`` costs at ``price`` on the standard tier, times a million (unrounded)."""
+    five_minute_writes = usage.cache_write_tokens - usage.cache_write_1h_tokens
+    return (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_read_tokens * price.cache_read
+        + five_minute_writes * price.cache_write
+        + usage.cache_write_1h_tokens * price.cache_write_1h
+    )
+
+
+def cost_at(per_million: float, multiplier: float) -> float:
+    """The cost in USD of a `per_million_usd` figure at a tier ``multiplier``, rounded to 9 decimals."""
+    return round_to_nanos(per_million * multiplier / 1_000_000)
+
+
+#: Below this, a float's rounding error (half an ulp) is under 2**-11, well inside the 0.001
+#: margin `round_to_nanos` leaves around half-integers.
+_EXACT_SCALED_LIMIT = 2.0**43
+
+
+def round_to_nanos(value: float) -> float:
+    """``round(value, 9)``, the same float, without its decimal conversion in the common case.
+
+    ``round(value, 9)`` rounds the exact value to 9 decimals through a decimal string (about a
+    microsecond; landing does it twice per row). Rounding ``value * 1e9`` to the integer ``k``
+    gives the same decimal whenever the product is more than its own rounding error away from a
+    half-integer, and ``k / 1e9`` is then the float nearest to it, which is what ``round``
+    returns. Near a half-integer (or out of range) ``round`` itself decides.
+    """
+    scaled = value * 1e9
+    if 0.0 < scaled < _EXACT_SCALED_LIMIT:
+        whole = round(scaled)
+        if -0.499 < scaled - whole < 0.499:
+            return whole / 1e9
+    return round(value, _COST_DECIMALS)
 
 
 def _as_date(on: datetime.date | None) -> datetime.date:

@@ -6,14 +6,21 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+import msgspec
+
 from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
 from airflow_provider_tokentier.core.pricing import (
+    TIER_MULTIPLIERS,
+    ModelPrice,
     PriceTable,
     Usage,
     UsageDict,
+    cost_at,
     default_price_table,
     format_usd,
+    per_million_usd,
     savings_usd,
+    tier_multiplier,
 )
 from airflow_provider_tokentier.core.records import ResultsManifest
 from airflow_provider_tokentier.core.requests import PROVIDERS
@@ -22,7 +29,9 @@ __all__ = [
     "PROVIDERS",
     "RESULT_STATUSES",
     "TIERS",
+    "BatchRows",
     "ErrorInfo",
+    "LandedRow",
     "OutcomeCounts",
     "ResultRow",
     "ResultTally",
@@ -172,6 +181,103 @@ def make_result_row(
     }
 
 
+class LandedRow(msgspec.Struct, gc=False):
+    """A `ResultRow` as harvest writes it: same keys, same order, the response as raw JSON.
+
+    ``response`` holds the provider's bytes, so a row is encoded without decoding the response.
+    """
+
+    custom_id: str
+    status: str
+    tier: str
+    provider: str
+    model: str
+    batch_id: str | None
+    round: int
+    response: msgspec.Raw | None
+    error: Mapping[str, Any] | None
+    usage: UsageDict
+    cost_usd: float | None
+    standard_cost_usd: float | None
+
+
+_NO_USAGE = Usage()
+_STANDARD_MULTIPLIER = TIER_MULTIPLIERS["standard"]
+
+
+class BatchRows:
+    """Builds the rows of one batch like `make_result_row`, resolving each model's price once.
+
+    Every row of a batch shares its tier, provider, batch, round and pricing day, so they are
+    checked once here; a row's cost and standard cost come from one `per_million_usd` sum.
+    """
+
+    def __init__(
+        self,
+        *,
+        tier: str,
+        provider: str,
+        batch_id: str | None,
+        round: int,
+        prices: PriceTable | None = None,
+        on: datetime.date | None = None,
+    ) -> None:
+        """Fix what every row of the batch shares; ``prices`` and ``on`` as in `make_result_row`."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown tier {tier!r}; expected one of {TIERS}")
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; expected one of {PROVIDERS}")
+        self._tier = tier
+        self._provider = provider
+        self._batch_id = batch_id
+        self._round = round
+        self._table = prices or default_price_table()
+        self._on = on
+        self._multiplier = tier_multiplier(tier)
+        self._prices: dict[str, ModelPrice | None] = {}
+
+    def row(
+        self,
+        custom_id: str,
+        status: str,
+        model: str,
+        *,
+        response: msgspec.Raw | None = None,
+        error: Mapping[str, Any] | None = None,
+        usage: Usage | None = None,
+    ) -> LandedRow:
+        """The row of one request; only a succeeded row may carry usage (as in `make_result_row`)."""
+        if status not in RESULT_STATUSES:
+            raise ValueError(f"unknown status {status!r}; expected one of {RESULT_STATUSES}")
+        if status not in _BILLED_STATUSES and usage is not None and usage != _NO_USAGE:
+            raise ValueError(f"{custom_id}: a {status!r} row is not billed and cannot carry usage")
+        billed_usage = usage or _NO_USAGE
+        if model in self._prices:
+            price = self._prices[model]
+        else:
+            price = self._prices[model] = self._table.price_or_warn(self._provider, model, self._on)
+        cost: float | None = None
+        standard_cost: float | None = None
+        if price is not None:
+            per_million = per_million_usd(price, billed_usage)
+            cost = cost_at(per_million, self._multiplier)
+            standard_cost = cost if self._tier == "standard" else cost_at(per_million, _STANDARD_MULTIPLIER)
+        return LandedRow(
+            custom_id,
+            status,
+            self._tier,
+            self._provider,
+            model,
+            self._batch_id,
+            self._round,
+            response,
+            error,
+            billed_usage.to_dict(),
+            cost,
+            standard_cost,
+        )
+
+
 class OutcomeCounts:
     """Counts of result rows per status; every status is always reported, zeros included."""
 
@@ -222,11 +328,15 @@ class ResultTally:
         """Count one result row given by its status, tier and costs."""
         self.counts.add(status)
         self.tiers[tier] = self.tiers.get(tier, 0) + 1
-        for key, value in (("cost", cost_usd), ("standard", standard_cost_usd)):
-            if value is None:
-                self._unknown[key] = True
-            else:
-                self._nanos[key] += round(float(value) * 1_000_000_000)
+        # Runs for every landed row: the two costs are spelled out rather than looped over.
+        if cost_usd is None:
+            self._unknown["cost"] = True
+        else:
+            self._nanos["cost"] += round(float(cost_usd) * 1_000_000_000)
+        if standard_cost_usd is None:
+            self._unknown["standard"] = True
+        else:
+            self._nanos["standard"] += round(float(standard_cost_usd) * 1_000_000_000)
 
     def snapshot(self) -> dict[str, Any]:
         """The totals as JSON-ready data (exact: costs in nano-dollars), for `merge`."""

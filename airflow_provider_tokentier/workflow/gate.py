@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import itertools
 import logging
 import os
 from array import array
@@ -26,13 +27,13 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_tokentier.backends.base import BatchBackend, BatchStatus
 from airflow_provider_tokentier.core.budget import SKIPPED_BUDGET, check_within_cap, estimate_rows_cost
 from airflow_provider_tokentier.core.chunking import DEFAULT_SAFETY_MARGIN
-from airflow_provider_tokentier.core.jsonl import dumps_line, loads_line
+from airflow_provider_tokentier.core.jsonl import loads_line
 from airflow_provider_tokentier.core.pricing import PriceTable
 from airflow_provider_tokentier.core.progress import ErrorSamples
 from airflow_provider_tokentier.core.records import check_schema_version
-from airflow_provider_tokentier.core.result_rows import ResultRow, ResultTally, make_error, make_result_row
+from airflow_provider_tokentier.core.result_rows import BatchRows, LandedRow, ResultTally, make_error
 from airflow_provider_tokentier.core.wire_ids import MAX_VERBATIM_ID, from_wire
-from airflow_provider_tokentier.state.blockio import copy_blocks, iter_lines, open_block_writer
+from airflow_provider_tokentier.state.blockio import copy_blocks, iter_blocks, iter_lines, open_block_writer
 from airflow_provider_tokentier.state.ledger import Ledger, storage_path
 from airflow_provider_tokentier.state.row_heads import RowHead, iter_row_heads
 from airflow_provider_tokentier.workflow.submission import (
@@ -46,16 +47,22 @@ log = logging.getLogger(__name__)
 REBATCH_POLICIES = ("none", "expired", "expired+retryable")
 
 
-class _PayloadHead(msgspec.Struct):
+class _PayloadHead(msgspec.Struct, gc=False):
     model: str | None = None
 
 
-class _RequestHead(msgspec.Struct):
+class _RequestHead(msgspec.Struct, gc=False):
     """Only what harvesting needs from a request line; msgspec skips the rest unparsed."""
 
     custom_id: str
     params: _PayloadHead | None = None
     body: _PayloadHead | None = None
+
+    @property
+    def model(self) -> str | None:
+        """The requested model (Anthropic ``params`` or OpenAI ``body``)."""
+        payload = self.params or self.body
+        return payload.model if payload else None
 
 
 _request_decoder = msgspec.json.Decoder(_RequestHead)
@@ -67,8 +74,20 @@ def request_ids(uri: str | None) -> Iterator[tuple[str, str | None, bytes]]:
         raise ValueError("this batch was submitted outside tokentier; its requests are unknown")
     for line in iter_lines(storage_path(uri)):
         head = _request_decoder.decode(line)
-        payload = head.params or head.body
-        yield head.custom_id, payload.model if payload else None, line.rstrip(b"\n")
+        yield head.custom_id, head.model, line.rstrip(b"\n")
+
+
+def _request_heads(uri: str) -> Iterator[list[_RequestHead]]:
+    """The heads of a chunk file's request lines, a block at a time (blank lines skipped)."""
+    tail = b""
+    for block in iter_blocks(storage_path(uri)):
+        block = tail + block if tail else block
+        cut = block.rfind(b"\n") + 1
+        tail = block[cut:]
+        if cut:
+            yield _request_decoder.decode_lines(memoryview(block)[:cut])
+    if tail.strip():
+        yield _request_decoder.decode_lines(tail)
 
 
 class _RequestIndex:
@@ -86,32 +105,63 @@ class _RequestIndex:
         model_of = array("H")
         #: Ids too long to travel verbatim in a wire id, by chunk line (see core.wire_ids).
         self.long_ids: dict[int, str] = {}
-        for line_number, (custom_id, model, _line) in enumerate(request_ids(uri) if uri is not None else ()):
-            if len(custom_id) > MAX_VERBATIM_ID:
-                self.long_ids[line_number] = custom_id
-            hashes.append(hash(custom_id) & _HASH_MASK)
-            model_of.append(model_numbers.setdefault(model, len(model_numbers)))
-        order = sorted(range(len(hashes)), key=hashes.__getitem__)
-        self._hashes = array("Q", (hashes[i] for i in order))
-        self._model_of = array("H", (model_of[i] for i in order))
-        self._models = list(model_numbers)
+        line_number = 0
+        for heads in _request_heads(uri) if uri is not None else ():
+            ids = [head.custom_id for head in heads]
+            if max(map(len, ids), default=0) > MAX_VERBATIM_ID:
+                self.long_ids.update(
+                    (line_number + i, custom_id)
+                    for i, custom_id in enumerate(ids)
+                    if len(custom_id) > MAX_VERBATIM_ID
+                )
+            line_number += len(ids)
+            hashes.extend([hash(custom_id) & _HASH_MASK for custom_id in ids])
+            model_of.extend([model_numbers.setdefault(head.model, len(model_numbers)) for head in heads])
+        if len(model_numbers) > 1:
+            order = sorted(range(len(hashes)), key=hashes.__getitem__)
+            self._hashes = array("Q", (hashes[i] for i in order))
+            self._model_of = array("H", (model_of[i] for i in order))
+        else:  # one model (the usual case): every model number is 0, so only the hashes need sorting
+            self._hashes = array("Q", sorted(hashes))
+            self._model_of = model_of
+        # Where each bucket of hashes (by their top bits; about one hash per bucket) starts in
+        # the sorted array, so a lookup bisects its bucket instead of the whole array.
+        self._shift = 64 - max(1, len(hashes).bit_length())
+        bucket_sizes = [0] * ((1 << (64 - self._shift)) + 1)
+        for key in self._hashes:
+            bucket_sizes[(key >> self._shift) + 1] += 1
+        self._starts = array("I", itertools.accumulate(bucket_sizes))
+        #: The requested models, numbered as `take` returns them.
+        self.models = list(model_numbers)
         self._seen = bytearray(len(hashes))
-        self.first_model = self._models[0] if self._models else None
+        self._taken = 0
+        self.first_model = self.models[0] if self.models else None
 
     def _position(self, custom_id: str) -> int | None:
         key = hash(custom_id) & _HASH_MASK
-        at = bisect.bisect_left(self._hashes, key)
-        return at if at < len(self._hashes) and self._hashes[at] == key else None
+        bucket = key >> self._shift
+        end = self._starts[bucket + 1]
+        at = bisect.bisect_left(self._hashes, key, self._starts[bucket], end)
+        return at if at < end and self._hashes[at] == key else None
 
-    def take(self, custom_id: str) -> tuple[str, str | None]:
-        """("new" | "repeated" | "unknown", the requested model); marks a requested id seen."""
-        at = self._position(custom_id)
-        if at is None:
-            return "unknown", None
+    def take(self, custom_id: str) -> int:
+        """Mark a requested id seen and return the number of its requested model in `models`.
+
+        `UNKNOWN_ID` for an id never requested, `REPEATED_ID` for one taken before. (Numbers
+        rather than a tuple: a tuple per result row kept the garbage collector busy.)
+        """
+        # `_position` spelled out: this runs for every result line.
+        key = hash(custom_id) & _HASH_MASK
+        bucket = key >> self._shift
+        end = self._starts[bucket + 1]
+        at = bisect.bisect_left(self._hashes, key, self._starts[bucket], end)
+        if at == end or self._hashes[at] != key:
+            return UNKNOWN_ID
         if self._seen[at]:
-            return "repeated", None
+            return REPEATED_ID
         self._seen[at] = 1
-        return "new", self._models[self._model_of[at]]
+        self._taken += 1
+        return self._model_of[at]
 
     def own_id(self, scope: str | None, wire_id: str) -> str | None:
         """The user's custom_id behind a result's ``wire_id``; None when it was not sent under ``scope``."""
@@ -126,7 +176,8 @@ class _RequestIndex:
 
     def unseen(self) -> Iterator[tuple[str, str | None]]:
         """(custom_id, model) of every requested id not taken yet, in file order."""
-        if self.uri is None:
+        # Usually every id was taken: then the request file is not read again.
+        if self.uri is None or self._taken == len(self._seen):
             return
         for custom_id, model, _line in request_ids(self.uri):
             at = self._position(custom_id)
@@ -135,9 +186,13 @@ class _RequestIndex:
 
     def mark_all_seen(self) -> None:
         self._seen = bytearray(b"\x01" * len(self._seen))
+        self._taken = len(self._seen)
 
 
 _HASH_MASK = (1 << 64) - 1
+#: What `_RequestIndex.take` returns for an id the chunk never sent, and for one already taken.
+UNKNOWN_ID = -1
+REPEATED_ID = -2
 
 
 def _is_foreign_batch(batch: SubmittedBatch, dropped: Mapping[str, int]) -> bool:
@@ -227,25 +282,33 @@ class BatchGate:
         day = datetime.datetime.now(datetime.timezone.utc).date()
         index = _RequestIndex(batch.uri)
         fallback_model = index.first_model or "unknown"
+        rows = BatchRows(
+            tier="batch",
+            provider=self.settings.provider,
+            batch_id=batch.id,
+            round=batch.round,
+            prices=self.settings.prices,
+            on=day,
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.parent / f".{target.name}.partial-{os.getpid()}"
         with open_block_writer(partial) as out:
 
-            def emit(row: ResultRow) -> None:
-                out.write(dumps_line(row) + b"\n")
-                tally.add(row)
-                errors.add_row(row["custom_id"], row["status"], row.get("error"))
+            def emit(row: LandedRow) -> None:
+                out.write_json_line(row)
+                tally.add_values(row.status, row.tier, row.cost_usd, row.standard_cost_usd)
+                errors.add_row(row.custom_id, row.status, row.error)
 
             if status.failure:
                 code = status.failure.split(":", 1)[0].strip() or "batch_failed"
                 error = make_error(self.settings.provider, code, f"batch {batch.id} failed: {status.failure}")
                 for custom_id, model in index.unseen():
-                    emit(self._row(custom_id, "errored", model or fallback_model, batch, day, error=error))
+                    emit(rows.row(custom_id, "errored", model or fallback_model, error=error))
                 index.mark_all_seen()
                 dropped: dict[str, int] = {}
             else:
-                dropped = self._emit_outcomes(batch, backend, index, emit, day)
-            self._emit_missing(batch, index, emit, day, disowned=_is_foreign_batch(batch, dropped))
+                dropped = self._emit_outcomes(batch, backend, index, emit, rows)
+            self._emit_missing(batch, index, emit, rows, disowned=_is_foreign_batch(batch, dropped))
         self._record_dropped(batch, dropped)
         # The error groups ride along for the progress record (the UI never reads outcome files).
         self.ledger.write(f"harvest-{batch.id}", {**tally.snapshot(), "errors": errors.snapshot()})
@@ -263,19 +326,21 @@ class BatchGate:
         batch: SubmittedBatch,
         backend: Any,
         index: _RequestIndex,
-        emit: Callable[[ResultRow], None],
-        day: datetime.date,
+        emit: Callable[[LandedRow], None],
+        rows: BatchRows,
     ) -> dict[str, int]:
         """Emit a row per result line this chunk sent; return the counts of lines dropped."""
         # Batches submitted outside tokentier have no request file: every result is accepted
         # and no "missing" rows can be inferred.
         known_requests = batch.uri is not None
         dropped = {"own": 0, "foreign": 0, "repeated": 0}
+        own_id, take, scope, row = index.own_id, index.take, batch.id_scope, rows.row
+        models, first_model = index.models, index.first_model or "unknown"
         for outcome in backend.iter_outcomes(batch.id):
-            custom_id = index.own_id(batch.id_scope, outcome.custom_id)
-            verdict, requested_model = ("unknown", None) if custom_id is None else index.take(custom_id)
-            if custom_id is None or (known_requests and verdict != "new"):
-                kind = "repeated" if verdict == "repeated" else "foreign"
+            custom_id = own_id(scope, outcome.custom_id)
+            taken = UNKNOWN_ID if custom_id is None else take(custom_id)
+            if custom_id is None or (known_requests and taken < 0):
+                kind = "repeated" if taken == REPEATED_ID else "foreign"
                 dropped[kind] += 1
                 if dropped[kind] <= 3:
                     log.warning(
@@ -287,13 +352,11 @@ class BatchGate:
                 continue
             dropped["own"] += 1
             emit(
-                self._row(
+                row(
                     custom_id,
                     outcome.status,
-                    outcome.model or requested_model or index.first_model or "unknown",
-                    batch,
-                    day,
-                    response=outcome.response,
+                    outcome.model or (models[taken] if taken >= 0 else None) or first_model,
+                    response=outcome.body,
                     error=outcome.error,
                     usage=outcome.usage if outcome.status == "succeeded" else None,
                 )
@@ -304,8 +367,8 @@ class BatchGate:
         self,
         batch: SubmittedBatch,
         index: _RequestIndex,
-        emit: Callable[[ResultRow], None],
-        day: datetime.date,
+        emit: Callable[[LandedRow], None],
+        rows: BatchRows,
         *,
         disowned: bool,
     ) -> None:
@@ -326,11 +389,7 @@ class BatchGate:
             error = make_error(provider, "missing_result", f"batch {batch.id} returned no result for it")
         error["retryable"] = True
         for custom_id, model in index.unseen():
-            emit(
-                self._row(
-                    custom_id, "missing", model or index.first_model or "unknown", batch, day, error=error
-                )
-            )
+            emit(rows.row(custom_id, "missing", model or index.first_model or "unknown", error=error))
 
     def _record_dropped(self, batch: SubmittedBatch, dropped: Mapping[str, int]) -> None:
         foreign, repeated = dropped.get("foreign", 0), dropped.get("repeated", 0)
@@ -339,33 +398,6 @@ class BatchGate:
                 f"dropped-{batch.id}",
                 {"foreign": foreign, "repeated": repeated, "disowned": _is_foreign_batch(batch, dropped)},
             )
-
-    def _row(
-        self,
-        custom_id: str,
-        status: str,
-        model: str,
-        batch: SubmittedBatch,
-        day: datetime.date,
-        *,
-        response: Mapping[str, Any] | None = None,
-        error: Any = None,
-        usage: Any = None,
-    ) -> ResultRow:
-        return make_result_row(
-            custom_id=custom_id,
-            status=status,
-            tier="batch",
-            provider=self.settings.provider,
-            model=model,
-            batch_id=batch.id,
-            round=batch.round,
-            response=response,
-            error=error,
-            usage=usage,
-            prices=self.settings.prices,
-            on=day,
-        )
 
     # -- re-batch ------------------------------------------------------------------------------
     def needs_rebatch(self, status: str, error: Mapping[str, Any] | None) -> bool:
@@ -379,17 +411,27 @@ class BatchGate:
             policy == "expired+retryable" and status == "errored" and bool(error and error.get("retryable"))
         )
 
-    def _ids_where(self, round_: int, wanted: Callable[[RowHead], bool]) -> set[str]:
-        return {
-            head.custom_id
-            for batch in self.batches_of(round_)
-            for _line, head in iter_row_heads(self.outcome_path(batch))
-            if wanted(head)
-        }
+    def _ids_where(
+        self, round_: int, statuses: tuple[str, ...], wanted: Callable[[RowHead], bool]
+    ) -> set[str]:
+        """The ids of ``round_``'s rows that are ``wanted``; only rows with one of ``statuses`` can be."""
+        ids: set[str] = set()
+        for batch in self.batches_of(round_):
+            totals = self.ledger.read(f"harvest-{batch.id}")
+            if totals is not None and not any(totals["counts"].get(status) for status in statuses):
+                continue  # its harvest counted no such row: the file need not be read
+            ids.update(
+                head.custom_id for _line, head in iter_row_heads(self.outcome_path(batch)) if wanted(head)
+            )
+        return ids
 
     def rebatch_candidates(self, round_: int) -> set[str]:
         """Requests of ``round_`` that the ``rebatch`` policy sends to another batch round."""
-        return self._ids_where(round_, lambda head: self.needs_rebatch(head.status, head.error))
+        return self._ids_where(
+            round_,
+            ("expired", "missing", "errored"),
+            lambda head: self.needs_rebatch(head.status, head.error),
+        )
 
     def is_rescue_round(self, round_: int) -> bool:
         """Whether round ``round_`` ran on a synchronous tier at the deadline."""
@@ -399,7 +441,9 @@ class BatchGate:
     def rescue_candidates(self, round_: int) -> set[str]:
         """Requests of ``round_`` without a usable result that a faster tier could still produce."""
         return self._ids_where(
-            round_, lambda head: head.status in ("expired", "missing", "canceled") or head.retryable_error
+            round_,
+            ("expired", "missing", "canceled", "errored"),
+            lambda head: head.status in ("expired", "missing", "canceled") or head.retryable_error,
         )
 
     def rescue(

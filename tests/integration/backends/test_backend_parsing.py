@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import pathlib
+import random
 from collections.abc import Iterator
 
 import httpx2
@@ -218,6 +219,32 @@ def test_openai_batch_status_counts_and_failure():
 
 
 # -- shared helpers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_streamed_lines_are_the_split_lines_of_the_body_however_it_is_chunked(seed: int):
+    rng = random.Random(seed)
+    body = b"".join(
+        rng.choice([b'{"n":%d}\n' % i, b"\n", b"  \r\n", b'{"n":%d} \r\n' % i]) for i in range(200)
+    ) + rng.choice([b"", b'{"last":1}', b"   "])
+    body = b'{"first":0}\n' + body
+    cuts = sorted(rng.sample(range(1, len(body)), 30))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+
+    @contextlib.contextmanager
+    def open_stream() -> Iterator[_ChunksResponse]:
+        yield _ChunksResponse(chunks)
+
+    lines = list(stream_result_lines(open_stream, is_transient=lambda e: False, what="t"))
+    assert lines == list(split_lines([body]))
+
+
+class _ChunksResponse:
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    def iter_bytes(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        yield from self._chunks
 
 
 def test_split_lines_across_chunk_boundaries():

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import random
 import warnings
 
@@ -14,6 +15,7 @@ from airflow_provider_tokentier.core.pricing import (
     UnknownModelPriceWarning,
     Usage,
     default_price_table,
+    round_to_nanos,
     savings_usd,
     sum_usd,
     usage_from_anthropic,
@@ -379,3 +381,16 @@ def test_undated_override_beats_a_dated_builtin_on_every_date() -> None:
         price = table.lookup("anthropic", "claude-haiku-5-5", day)
         assert price is not None
         assert (price.input, price.output) == (7, 9)
+
+
+def test_round_to_nanos_is_round_to_9_places():
+    rng = random.Random(11)
+    values = [rng.random() * 10 ** rng.randint(-12, 7) for _ in range(20_000)]
+    # Exact decimal ties and their float neighbours, where the shortcut must hand over to round().
+    ties = [(rng.randrange(10**13) + 0.5) / 1e9 for _ in range(20_000)]
+    values += ties + [math.nextafter(t, 0) for t in ties] + [math.nextafter(t, 1) for t in ties]
+    values += [0.0, -0.0, -1.25e-9, 5e-10, 1.5e-9, 2.5e-9, 8796.093022208, 1e30, math.inf]
+    values += [n * rate * 0.5 / MILLION for n in range(0, 5000, 7) for rate in (0.01, 0.1, 0.5, 2.0, 20.0)]
+    for value in values:
+        expected = round(value, 9)
+        assert repr(round_to_nanos(value)) == repr(expected), value
