@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias
-
 from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_FLEX_PATIENCE_S,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_PROGRESS_EVERY,
     FLEX_REQUEST_TIMEOUT_S,
+    NON_FLEX_POLICIES,
+    ON_UNAVAILABLE_POLICIES,
 )
 from airflow_provider_tokentier.operators.sync_tier import SyncTierOperator
+from airflow_provider_tokentier.runtime.arguments import ArgumentChecks
 
 
 class FlexOperator(SyncTierOperator):
@@ -30,14 +28,11 @@ class FlexOperator(SyncTierOperator):
 
     :param requests: OpenAI request rows ``{"custom_id", "method", "url", "body"}`` (``method``/
         ``url`` may be omitted), as a list or an XCom. Give this or ``requests_uri``. Templated.
-    :param requests_uri: a JSONL file of request rows on any ObjectStoragePath URI; streamed
-        twice (validation, then the run), never loaded whole. Templated.
     :param conn_id: Airflow connection id (default ``openai_default``); without such a
         connection the SDK's environment variables apply.
     :param endpoint: endpoint for rows without ``url``: ``/v1/chat/completions`` or
         ``/v1/responses`` offer flex (others run per ``non_flex_model``). Inferred from the
         first row when omitted. Templated.
-    :param model: default model for rows that do not name one. Templated.
     :param flex_patience: seconds per request to keep retrying flex capacity refusals
         (default 300).
     :param on_unavailable: after ``flex_patience``: ``"standard"`` (default) runs the request at
@@ -47,28 +42,7 @@ class FlexOperator(SyncTierOperator):
         (endpoint, ``flex_models``), else lands ``flex_not_available`` errored rows.
     :param flex_models: models known to offer flex (a model outside it is non-flex before any
         call); default None learns it from the API's answer.
-    :param max_concurrency: requests in progress at once, back-off waits included (default 16).
     :param request_timeout: seconds per HTTP call (default 900, as OpenAI recommends for flex).
-    :param max_attempts: calls per request on 408/409/429/5xx and connection errors (default 4).
-    :param results_uri: where to land the result rows (default: ``results.jsonl`` in the task's
-        state directory). Templated.
-    :param state_root: root of the task state directories (default ``[tokentier] state_root``,
-        else ``$AIRFLOW_HOME/tokentier``); any ObjectStoragePath URI. Templated.
-    :param progress_every: log a progress line every this many rows (default 100; 0: never).
-    :param progress_part_rows: finished rows are kept in numbered part objects of at most this
-        many rows (default ``[tokentier] progress_part_rows``, else 1000): a worker killed
-        mid-run loses, and the retry pays again, at most one part.
-    :param progress_part_seconds: a part is written at the latest this many seconds after its
-        first row finished (default ``[tokentier] progress_part_seconds``, else 60).
-    :param prices: price overrides (dict, JSON string or path) for cost accounting, on top
-        of the built-in table and ``[tokentier] prices``.
-    :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
-        the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
-    :param max_cost_usd: spend cap in USD (default None: no cap). A request starts only while
-        its estimate (standard prices, its own output cap) fits beside what was spent and what
-        is in flight; from the first that does not, the rest land ``skipped_budget`` unsent.
-    :param fail_on_partial: fail the task (after landing the rows) when any request did not
-        succeed (default True); False succeeds and reports the counts in the manifest.
     """
 
     tier = "flex"
@@ -77,61 +51,34 @@ class FlexOperator(SyncTierOperator):
     def __init__(
         self,
         *,
-        requests: Any = None,
-        requests_uri: str | None = None,
-        conn_id: str | None = None,
-        endpoint: str | None = None,
-        model: str | None = None,
         flex_patience: float = DEFAULT_FLEX_PATIENCE_S,
         on_unavailable: str = "standard",
         non_flex_model: str = "standard",
         flex_models: Collection[str] | None = None,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         request_timeout: float = FLEX_REQUEST_TIMEOUT_S,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        results_uri: str | None = None,
-        state_root: str | None = None,
-        progress_every: int = DEFAULT_PROGRESS_EVERY,
-        progress_part_rows: int | None = None,
-        progress_part_seconds: float | None = None,
-        prices: Any = None,
-        results_asset: Asset | AssetAlias | None = None,
-        max_cost_usd: float | None = None,
-        fail_on_partial: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            provider="openai",
-            requests=requests,
-            requests_uri=requests_uri,
-            conn_id=conn_id,
-            endpoint=endpoint,
-            model=model,
-            max_concurrency=max_concurrency,
-            request_timeout=request_timeout,
-            max_attempts=max_attempts,
-            results_uri=results_uri,
-            state_root=state_root,
-            progress_every=progress_every,
-            progress_part_rows=progress_part_rows,
-            progress_part_seconds=progress_part_seconds,
-            prices=prices,
-            results_asset=results_asset,
-            max_cost_usd=max_cost_usd,
-            fail_on_partial=fail_on_partial,
-            executor_options={
-                "flex_patience": flex_patience,
-                "on_unavailable": on_unavailable,
-                "non_flex_model": non_flex_model,
-            },
-            **kwargs,
-        )
+        super().__init__(provider="openai", request_timeout=request_timeout, **kwargs)
         self.flex_patience = flex_patience
         self.on_unavailable = on_unavailable
         self.non_flex_model = non_flex_model
         self.flex_models = None if flex_models is None else list(flex_models)
+        self._check_tier_options(ArgumentChecks(rendered=False))
+
+    def _check_tier_options(self, check: ArgumentChecks) -> None:
+        check.seconds("flex_patience", self.flex_patience, allow_zero=True)
+        check.one_of("on_unavailable", self.on_unavailable, ON_UNAVAILABLE_POLICIES)
+        check.one_of("non_flex_model", self.non_flex_model, NON_FLEX_POLICIES)
+
+    def _executor_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "flex_patience": self.flex_patience,
+            "on_unavailable": self.on_unavailable,
+            "non_flex_model": self.non_flex_model,
+        }
         if self.flex_models is not None:
-            self._executor_options["flex_models"] = self.flex_models
+            options["flex_models"] = self.flex_models
+        return options
 
 
 __all__ = ["FlexOperator"]

@@ -18,8 +18,6 @@ from airflow_provider_tokentier.backends.sync_tiers import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_PROGRESS_EVERY,
-    NON_FLEX_POLICIES,
-    ON_UNAVAILABLE_POLICIES,
     ResultTally,
 )
 from airflow_provider_tokentier.core.budget import check_max_cost
@@ -37,9 +35,42 @@ from airflow_provider_tokentier.state.ledger import storage_path
 from airflow_provider_tokentier.workflow.submission import open_request_rows
 from airflow_provider_tokentier.workflow.sync_run import land_on_sync_tier
 
+#: The parameters both sync tiers take alike, appended to each one's docstring.
+SHARED_PARAMS_DOC = """\
+    :param requests_uri: a JSONL file of request rows on any ObjectStoragePath URI; streamed
+        twice (validation, then the run), never loaded whole. Templated.
+    :param model: default model for rows that do not name one. Templated.
+    :param max_concurrency: requests in progress at once, back-off waits included (default 16).
+    :param max_attempts: calls per request on 408/409/429/5xx and connection errors (default 4).
+    :param results_uri: where to land the result rows (default: ``results.jsonl`` in the task's
+        state directory). Templated.
+    :param state_root: root of the task state directories (default ``[tokentier] state_root``,
+        else ``$AIRFLOW_HOME/tokentier``); any ObjectStoragePath URI. Templated.
+    :param progress_every: log a progress line every this many rows (default 100; 0: never).
+    :param progress_part_rows: finished rows are kept in numbered part objects of at most this
+        many rows (default ``[tokentier] progress_part_rows``, else 1000): a worker killed
+        mid-run loses, and the retry pays again, at most one part.
+    :param progress_part_seconds: a part is written at the latest this many seconds after its
+        first row finished (default ``[tokentier] progress_part_seconds``, else 60).
+    :param prices: price overrides (dict, JSON string or path) for cost accounting, on top
+        of the built-in table and ``[tokentier] prices``.
+    :param results_asset: an ``Asset`` to update when the rows land, or an ``AssetAlias`` for
+        the asset named by the landed ``results_uri`` (event ``extra``: what landed and its cost).
+    :param max_cost_usd: spend cap in USD (default None: no cap). A request starts only while
+        its estimate (standard prices, its own output cap) fits beside what was spent and what
+        is in flight; from the first that does not, the rest land ``skipped_budget`` unsent.
+    :param fail_on_partial: fail the task (after landing the rows) when any request did not
+        succeed (default True); False succeeds and reports the counts in the manifest.
+"""
+
 
 class SyncTierOperator(BaseOperator):
-    """What `FlexOperator` and `StandardOperator` share; see their docstrings."""
+    """What `FlexOperator` and `StandardOperator` share; see their docstrings.
+
+    A subclass with options of its own passes them to the executor through
+    `_executor_options` and checks them in `_check_tier_options`. Its docstring documents what
+    is its own; `SHARED_PARAMS_DOC` is appended to it.
+    """
 
     template_fields: Sequence[str] = (
         "requests",
@@ -51,6 +82,11 @@ class SyncTierOperator(BaseOperator):
     )
 
     tier: str = "standard"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + "\n" + SHARED_PARAMS_DOC
 
     def __init__(
         self,
@@ -71,7 +107,6 @@ class SyncTierOperator(BaseOperator):
         progress_part_seconds: float | None = None,
         prices: Any = None,
         fail_on_partial: bool = True,
-        executor_options: Mapping[str, Any] | None = None,
         results_asset: Asset | AssetAlias | None = None,
         max_cost_usd: float | None = None,
         **kwargs: Any,
@@ -94,7 +129,6 @@ class SyncTierOperator(BaseOperator):
         self.progress_part_seconds = progress_part_seconds
         self.prices = prices
         self.fail_on_partial = fail_on_partial
-        self._executor_options = dict(executor_options or {})
         self.results_asset = results_asset
         declare_results_asset(self, results_asset)
         self._check_arguments(ArgumentChecks(rendered=False))
@@ -121,13 +155,13 @@ class SyncTierOperator(BaseOperator):
         check.seconds("progress_part_seconds", self.progress_part_seconds, optional=True)
         check.prices(self.prices)
         check.flag("fail_on_partial", self.fail_on_partial)
-        options = self._executor_options
-        if "flex_patience" in options:
-            check.seconds("flex_patience", options["flex_patience"], allow_zero=True)
-        if "on_unavailable" in options:
-            check.one_of("on_unavailable", options["on_unavailable"], ON_UNAVAILABLE_POLICIES)
-        if "non_flex_model" in options:
-            check.one_of("non_flex_model", options["non_flex_model"], NON_FLEX_POLICIES)
+
+    def _check_tier_options(self, check: ArgumentChecks) -> None:
+        """Check the tier's own options (the standard tier has none)."""
+
+    def _executor_options(self) -> dict[str, Any]:
+        """The tier's own options, as keyword arguments of the executor (the standard tier has none)."""
+        return {}
 
     # -- rows ----------------------------------------------------------------------------------
     def _open_rows(self) -> Iterable[Mapping[str, Any]]:
@@ -151,7 +185,9 @@ class SyncTierOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """Validate every row, run them on this tier and land them; return the results manifest."""
         report = StepReporter(context, operator=type(self).__name__, log=self.log, links=False)
-        self._check_arguments(ArgumentChecks(rendered=True))
+        check = ArgumentChecks(rendered=True)
+        self._check_arguments(check)
+        self._check_tier_options(check)
         prices = self._price_table()  # a bad override fails here, before any paid call
         total, endpoint = self._validate_all()
         self.log.info("Validated %d %s requests for the %s tier", total, self.provider, self.tier)
@@ -192,7 +228,7 @@ class SyncTierOperator(BaseOperator):
                 provider=self.provider, tier=self.tier, total=total, model=self.model
             ),
             max_cost_usd=self.max_cost_usd,
-            **self._executor_options,
+            **self._executor_options(),
         )
         report.summary(manifest)
         report.landed(manifest)
