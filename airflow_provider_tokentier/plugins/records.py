@@ -268,9 +268,18 @@ def list_workloads(session: Session, flt: WorkloadFilter, limit: int, offset: in
     ]
 
 
-#: The task's start as the database writes it, cut to ``YYYY-MM-DD`` (UTC: Airflow stores UTC),
-#: so no row goes through a datetime conversion.
-_start_day = func.substr(type_coerce(TaskInstance.start_date, String), 1, 10)
+def _start_day(dialect: str) -> ColumnElement[str]:
+    """The task's start day in UTC as ``YYYY-MM-DD``, computed by the database.
+
+    SQLite keeps the UTC time as text: cut it, so no row goes through a datetime conversion.
+    PostgreSQL's ``timestamptz`` is converted to UTC explicitly (the session's time zone is the
+    server's); Airflow sets MySQL sessions to UTC, so the date of the value is the UTC day.
+    """
+    if dialect == "sqlite":
+        return func.substr(type_coerce(TaskInstance.start_date, String), 1, 10)
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", TaskInstance.start_date), "YYYY-MM-DD")
+    return cast(func.date(TaskInstance.start_date), String)
 
 
 def summary_rows(session: Session, flt: WorkloadFilter) -> list[tuple[Any, ...]]:
@@ -286,8 +295,10 @@ def summary_rows(session: Session, flt: WorkloadFilter) -> list[tuple[Any, ...]]
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
         paths = ["$." + ".".join(path) for path, _kind in SUMMARY_FIELDS.values()]
-        stmt = _base_query([TaskInstance.dag_id, _start_day, func.json_extract(value, *paths)], flt, dialect)
+        stmt = _base_query(
+            [TaskInstance.dag_id, _start_day(dialect), func.json_extract(value, *paths)], flt, dialect
+        )
         return [(dag_id, start, *json.loads(fields)) for dag_id, start, fields in session.execute(stmt)]
     fields = [_json_field(value, path, kind, dialect) for path, kind in SUMMARY_FIELDS.values()]
-    stmt = _base_query([TaskInstance.dag_id, _start_day, *fields], flt, dialect)
+    stmt = _base_query([TaskInstance.dag_id, _start_day(dialect), *fields], flt, dialect)
     return [tuple(row) for row in session.execute(stmt)]

@@ -95,6 +95,7 @@ def test_batch_spread_over_machines_lands_every_id_once(
 
     deployment.wait_for("both runs to finish", finished, timeout=480, interval=0.1)
     succeeded = 0
+    manifests: dict[str, dict[str, Any]] = {}
     for provider in PROVIDERS:
         dag_id = f"dist_spread_{provider}"
         run_id = runs[dag_id]
@@ -106,7 +107,7 @@ def test_batch_spread_over_machines_lands_every_id_once(
         assert waited_on[dag_id], waited_on
         assert waited_on[dag_id] <= set(deployment.triggerers), waited_on
 
-        manifest = deployment.xcom(dag_id, run_id, "ready")
+        manifest = manifests[provider] = deployment.xcom(dag_id, run_id, "ready")
         assert manifest["rounds"] >= 2, manifest  # the expiries and errors did force re-batching
         assert manifest["total"] == SPREAD_ROWS
         assert sum(manifest["counts"].values()) == SPREAD_ROWS
@@ -119,6 +120,34 @@ def test_batch_spread_over_machines_lands_every_id_once(
         assert submitted > SPREAD_ROWS  # the re-batched rows went out again ...
     # ... and yet every request the providers billed is one landed row: nothing paid twice.
     assert billed(emulator, "batch") == billed(emulator) == succeeded
+    check_workloads_page(deployment, runs, manifests)
+
+
+def check_workloads_page(
+    deployment: DistributedStack, runs: dict[str, str], manifests: dict[str, dict[str, Any]]
+) -> None:
+    """The plugin's "LLM workloads" JSON on PostgreSQL: its JSON queries differ from SQLite's."""
+    for provider, manifest in manifests.items():
+        dag_id = f"dist_spread_{provider}"
+        page = deployment.api.fetch("/tokentier/api/workloads", {"dag_id": dag_id}).json()
+        rows = page["workloads"]
+        assert [(r["run_id"], r["task_id"], r["state"], r["phase"]) for r in rows] == [
+            (runs[dag_id], "ready", "success", "landed")
+        ], rows
+        (row,) = rows
+        assert row["provider"] == provider
+        assert row["counts"]["total"] == SPREAD_ROWS
+        assert row["counts"]["succeeded"] == manifest["counts"]["succeeded"]
+        assert row["cost_usd"] == pytest.approx(manifest["cost_usd"], abs=1e-6)
+        by_dag = page["summary"]["by_dag"][dag_id]
+        assert (by_dag["workloads"], by_dag["landed"]) == (1, 1)
+        assert by_dag["cost_usd"] == pytest.approx(manifest["cost_usd"], abs=1e-6)
+        assert [t["provider"] for t in page["summary"]["turnaround"]] == [provider]
+
+        # The provider filter is a JSON path in the WHERE clause (PostgreSQL: ->> on a cast).
+        only = deployment.api.fetch("/tokentier/api/workloads", {"provider": provider}).json()
+        assert {r["provider"] for r in only["workloads"]} == {provider}
+        assert dag_id in {r["dag_id"] for r in only["workloads"]}
 
 
 # -- (2) the triggerer that owns a wait is SIGKILLed ----------------------------------------------
