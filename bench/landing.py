@@ -214,6 +214,7 @@ def warm_process() -> None:
     from airflow.sdk.lineage import get_hook_lineage_collector
 
     get_hook_lineage_collector()
+    common.import_first_call_modules()
 
 
 def _land_ours(config: dict[str, Any]) -> tuple[Any, Path]:
@@ -283,16 +284,10 @@ def child(config: dict[str, Any]) -> None:
         return
     warm_process()
     call, _where = (_land_ours if ours else _land_commonai)(config)
-    profile_to = os.environ.get("TOKENTIER_BENCH_PROFILE")  # diagnostic: cProfile the measured call
+    modules_before = set(sys.modules)
     with common.PeakRSS() as rss, common.cpu_and_wall() as usage:
-        if profile_to:
-            import cProfile
-
-            with cProfile.Profile() as profiler:
-                manifest = call()
-            profiler.dump_stats(f"{profile_to}-{config['contender']}-{config['count']}.prof")
-        else:
-            manifest = call()
+        manifest = common.measured_call(call, f"landing-{config['contender']}-{config['count']}")
+    first_imported = sorted(set(sys.modules) - modules_before)
     rows, path = _landed_rows(manifest)
     common.write_result(
         config,
@@ -306,6 +301,7 @@ def child(config: dict[str, Any]) -> None:
             "rss_baseline_mb": rss.baseline_mb,
             "output_mb": os.path.getsize(path) / 2**20,
             "counts": manifest.get("counts"),
+            "modules_imported_in_call": first_imported,
         },
     )
 
