@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +69,14 @@ def s3_root(moto_s3: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.Fixtu
     )
     moto_s3.create_bucket(bucket)
     return f"s3://tt_s3@{bucket}/state"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test item (``item.rep_call``): the stack suites' fixtures
+    print the components' logs when the test itself failed."""
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

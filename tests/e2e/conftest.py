@@ -11,15 +11,13 @@ task processes, and fails the session if any is left.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airflow_provider_tokentier.testing import Emulator
-from tests.e2e.harness import AirflowStack, emulator_connections
+from tests.e2e.harness import FAST_CLOCK, AirflowStack, emulator_connections, fresh_emulator, running_stack
 
 DAGS = Path(__file__).parent / "dags"
 EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
@@ -42,16 +40,6 @@ EXAMPLES_ENV: dict[str, str] = {
     "TOKENTIER_MIN_BATCH_SAVINGS": "0",
 }
 
-#: A fast clock: an hour of batch time passes in about a second of real time.
-FAST: dict[str, Any] = {
-    "time_scale": 3600.0,
-    "batch_turnaround_s": 3600.0,
-    "expire_rate": 0.0,
-    "error_rate": 0.0,
-    "poll_error_rate": 0.0,
-    "flex_429_rate": 0.0,
-}
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -63,19 +51,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: runs the real Airflow stack (deselect with -m 'not e2e')")
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report: pytest.TestReport = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture(scope="session")
 def e2e_emulator() -> Iterator[Emulator]:
     """The emulator as a child process, beside the stack (Airflow's processes reach it over HTTP)."""
-    with Emulator(in_process=False, seed=11, **FAST) as emulator:
+    with Emulator(in_process=False, seed=11, **FAST_CLOCK) as emulator:
         yield emulator
 
 
@@ -99,16 +78,8 @@ def stack(e2e_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> I
         # rather than editing the example DAGs.
     }
     airflow = AirflowStack(home, [DAGS, EXAMPLES], env=env, parallelism=1)
-    started = time.monotonic()
-    airflow.start()
-    try:
-        airflow.wait_dags(["e2e_deferred_wait", "e2e_side_task", "e2e_chaos_openai"])
-        print(f"e2e stack up in {time.monotonic() - started:.1f}s at {airflow.base_url} (home {home})")
+    with running_stack(airflow, ["e2e_deferred_wait", "e2e_side_task", "e2e_chaos_openai"], "e2e stack"):
         yield airflow
-    finally:
-        airflow.stop()
-        left = airflow.leftovers()
-        assert not left, f"processes of the e2e stack still running after stop: {left}"
 
 
 @pytest.fixture
@@ -116,9 +87,4 @@ def emulator(
     e2e_emulator: Emulator, stack: AirflowStack, request: pytest.FixtureRequest
 ) -> Iterator[Emulator]:
     """The session's emulator, emptied and on the fast clock; dumps the stack's logs on failure."""
-    e2e_emulator.reset()
-    e2e_emulator.configure(**FAST)
-    yield e2e_emulator
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(stack.describe())
+    yield from fresh_emulator(e2e_emulator, stack, request.node)

@@ -26,7 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -80,6 +80,53 @@ def emulator_connections(base_url: str, key: str = "emulator-key") -> dict[str, 
             ("OPENAI_DEFAULT", "tokentier_openai"),
         )
     }
+
+
+#: The emulator's fast clock for the stack suites: an hour of batch time passes in about a second
+#: of real time, with no faults (a scenario configures the ones it wants).
+FAST_CLOCK: dict[str, Any] = {
+    "time_scale": 3600.0,
+    "batch_turnaround_s": 3600.0,
+    "expire_rate": 0.0,
+    "error_rate": 0.0,
+    "poll_error_rate": 0.0,
+    "flex_429_rate": 0.0,
+    "latency_ms": 0.0,
+}
+
+
+@contextlib.contextmanager
+def running_stack(
+    stack: AirflowStack,
+    dag_ids: list[str],
+    name: str,
+    *,
+    start_timeout: float = 180.0,
+    dags_timeout: float = 120.0,
+) -> Iterator[AirflowStack]:
+    """Start ``stack``, wait until ``dag_ids`` are parsed, yield it; stop it and check nothing is left."""
+    started = time.monotonic()
+    stack.start(timeout=start_timeout)
+    try:
+        stack.wait_dags(dag_ids, timeout=dags_timeout)
+        print(f"{name} up in {time.monotonic() - started:.1f}s at {stack.base_url} (home {stack.home})")
+        yield stack
+    finally:
+        stack.stop()
+        left = stack.leftovers()
+        assert not left, f"processes of the {name} still running after stop: {left}"
+
+
+def fresh_emulator(emulator: Any, stack: AirflowStack, node: Any) -> Iterator[Any]:
+    """A test's view of the session's emulator: emptied and on `FAST_CLOCK`; when the test
+    failed, the tail of every component's log is printed with it (the fixture body of both
+    stack suites)."""
+    emulator.reset()
+    emulator.configure(**FAST_CLOCK)
+    yield emulator
+    report = getattr(node, "rep_call", None)
+    if report is not None and report.failed:
+        print(stack.describe())
 
 
 @dataclass

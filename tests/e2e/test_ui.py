@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from airflow_provider_tokentier.testing import Emulator
-from tests.e2e.conftest import DAGS, FAST
-from tests.e2e.harness import AirflowStack, emulator_connections
+from tests.e2e.conftest import DAGS
+from tests.e2e.harness import FAST_CLOCK, AirflowStack, emulator_connections
 
 RESTRICTED = Path(__file__).parent / "dags_restricted"
 #: Batches stay open until `release` (as in test_stack.py).
@@ -62,7 +62,7 @@ def ui_stack(e2e_emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -
 def deferred_run(ui_stack: AirflowStack, e2e_emulator: Emulator) -> Iterator[tuple[str, str]]:
     """``e2e_deferred_wait`` with its sensor deferred on a held batch; released at the end."""
     e2e_emulator.reset()
-    e2e_emulator.configure(**{**FAST, **HOLD})
+    e2e_emulator.configure(**{**FAST_CLOCK, **HOLD})
     dag_id = "e2e_deferred_wait"
     run_id = ui_stack.trigger(dag_id)
     ui_stack.wait_ti(dag_id, run_id, "ready", "deferred", timeout=180)

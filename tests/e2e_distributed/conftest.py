@@ -14,29 +14,16 @@ whole tree with ``-m e2e_distributed``). It needs Debian's ``postgresql`` and ``
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from airflow_provider_tokentier.testing import Emulator
-from tests.e2e.harness import emulator_connections
+from tests.e2e.harness import FAST_CLOCK, emulator_connections, fresh_emulator, running_stack
 from tests.e2e_distributed.deployment import DistributedStack
 
 DAGS = Path(__file__).parent / "dags"
-
-#: A fast clock: an hour of batch time passes in about a second of real time.
-FAST: dict[str, Any] = {
-    "time_scale": 3600.0,
-    "batch_turnaround_s": 3600.0,
-    "expire_rate": 0.0,
-    "error_rate": 0.0,
-    "poll_error_rate": 0.0,
-    "flex_429_rate": 0.0,
-    "latency_ms": 0.0,
-}
 
 #: Flex/standard progress is saved as one object per this many rows or seconds, whichever
 #: comes first (`[tokentier] progress_part_rows` / `progress_part_seconds`).
@@ -57,19 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report: pytest.TestReport = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
 @pytest.fixture(scope="session")
 def dist_emulator() -> Iterator[Emulator]:
     """The emulator as a child process (the deployment's machines reach it over HTTP)."""
-    with Emulator(in_process=False, seed=13, **FAST) as emulator:
+    with Emulator(in_process=False, seed=13, **FAST_CLOCK) as emulator:
         yield emulator
 
 
@@ -91,16 +69,9 @@ def deployment(
         "AIRFLOW__TOKENTIER__PROGRESS_PART_SECONDS": str(PART_SECONDS),
     }
     stack = DistributedStack(home, DAGS, env=env, parallelism=8)
-    started = time.monotonic()
-    stack.start(timeout=240)
-    try:
-        stack.wait_dags(["dist_spread_anthropic", "dist_local_state"], timeout=180)
-        print(f"distributed stack up in {time.monotonic() - started:.1f}s at {stack.base_url} (home {home})")
+    dag_ids = ["dist_spread_anthropic", "dist_local_state"]
+    with running_stack(stack, dag_ids, "distributed stack", start_timeout=240, dags_timeout=180):
         yield stack
-    finally:
-        stack.stop()
-        left = stack.leftovers()
-        assert not left, f"processes of the distributed stack still running after stop: {left}"
 
 
 @pytest.fixture
@@ -108,9 +79,4 @@ def emulator(
     dist_emulator: Emulator, deployment: DistributedStack, request: pytest.FixtureRequest
 ) -> Iterator[Emulator]:
     """The session's emulator, emptied and on the fast clock; dumps the logs on failure."""
-    dist_emulator.reset()
-    dist_emulator.configure(**FAST)
-    yield dist_emulator
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print(deployment.describe())
+    yield from fresh_emulator(dist_emulator, deployment, request.node)
