@@ -280,15 +280,20 @@ class StatusPoller:
             self._cursors = []
             return set(), dict.fromkeys(wanted, head)
         last: tuple[str | None, bool] = (None, False)
-        for page in pages:
-            if isinstance(page, BaseException):
-                continue  # a stale cursor; its batches are retrieved below
+
+        def take(page: Any) -> tuple[str | None, bool]:
+            """Keep the page's batches not seen yet (pages can overlap); its cursor and has_more."""
             for record in page.records:
                 if record.id not in seen:
                     seen.add(record.id)
                     order.append(record.id)
                     self._store(reader, record)
-            last = (page.last_id, page.has_more)
+            return page.last_id, page.has_more
+
+        for page in pages:
+            if isinstance(page, BaseException):
+                continue  # a stale cursor; its batches are retrieved below
+            last = take(page)
         used = len(pages)
         while last[1] and last[0] is not None and used < budget and not wanted <= seen:
             try:
@@ -296,12 +301,7 @@ class StatusPoller:
             except Exception:
                 break
             used += 1
-            for record in page.records:
-                if record.id not in seen:
-                    seen.add(record.id)
-                    order.append(record.id)
-                    self._store(reader, record)
-            last = (page.last_id, page.has_more)
+            last = take(page)
         # Next cycle reads every page at once, starting from these (the last page needs none).
         self._cursors = order[reader.page_size - 1 :: reader.page_size]
         if not last[1] and self._cursors and self._cursors[-1] == order[-1]:
