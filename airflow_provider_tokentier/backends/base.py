@@ -247,16 +247,28 @@ def call_with_retry(
 
     Result downloads and the worker-side status checks use this; the trigger has its own backoff.
     """
-    retrying = tenacity.Retrying(
+    return _retrying(attempts, 0.25, is_transient, what)(fn)
+
+
+def _retrying(
+    attempts: int, first_wait_s: float, is_transient: Callable[[BaseException], bool], what: str
+) -> tenacity.Retrying:
+    """Up to ``attempts`` calls, transient errors retried after a jittered, doubling wait.
+
+    The first wait is ``first_wait_s`` (its jitter too), the longest 16 times that; each retry is
+    logged with ``what``.
+    """
+    return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max(1, attempts)),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=4.0, jitter=0.25),
+        wait=tenacity.wait_exponential_jitter(
+            multiplier=first_wait_s, max=16 * first_wait_s, jitter=first_wait_s
+        ),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=lambda state: log.warning(
             "%s: retrying after %r", what, state.outcome.exception() if state.outcome else None
         ),
         reraise=True,
     )
-    return retrying(fn)
 
 
 def is_transient_status(status_code: int | None) -> bool:
@@ -353,17 +365,8 @@ def create_batch_once(call: Callable[[], _T], *, attempts: int, what: str) -> _T
             all_unsent = all_unsent and provably_not_created(exc)
             raise
 
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(max(1, attempts)),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5),
-        retry=tenacity.retry_if_exception(is_transient_error),
-        before_sleep=lambda state: log.warning(
-            "%s: retrying after %r", what, state.outcome.exception() if state.outcome else None
-        ),
-        reraise=True,
-    )
     try:
-        return retrying(attempt)
+        return _retrying(attempts, 0.5, is_transient_error, what)(attempt)
     except Exception as exc:
         if all_unsent:
             raise SubmitNotSentError(f"{what} created no batch: {type(exc).__name__}: {exc}") from exc
