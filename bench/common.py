@@ -292,20 +292,25 @@ def import_first_call_modules() -> None:
     import upath.implementations.local  # noqa: F401
 
 
-def measured_call(call: Callable[[], T], label: str) -> T:
-    """``call()``; under cProfile when ``TOKENTIER_BENCH_PROFILE`` names a folder (diagnostics).
+def measured_call(call: Callable[[], T], label: str) -> tuple[T, list[str]]:
+    """``call()`` and the modules first imported inside it (one-time costs that should be paid
+    before the clock; see `import_first_call_modules`).
 
-    The profile goes to ``<folder>/<label>.prof`` (read it with ``python -m pstats``). Profiling
-    slows the call down, so figures of a profiled run are not results.
+    Under cProfile when ``TOKENTIER_BENCH_PROFILE`` names a folder (diagnostics): the profile goes
+    to ``<folder>/<label>.prof`` (read it with ``python -m pstats``). Profiling slows the call
+    down, so figures of a profiled run are not results.
     """
+    modules_before = set(sys.modules)
     folder = os.environ.get("TOKENTIER_BENCH_PROFILE")
     if not folder:
-        return call()
-    import cProfile
+        result = call()
+    else:
+        import cProfile
 
-    profile = cProfile.Profile()
-    try:
-        return profile.runcall(call)
-    finally:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        profile.dump_stats(str(Path(folder) / f"{label}.prof"))
+        profile = cProfile.Profile()
+        try:
+            result = profile.runcall(call)
+        finally:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            profile.dump_stats(str(Path(folder) / f"{label}.prof"))
+    return result, sorted(set(sys.modules) - modules_before)

@@ -284,10 +284,10 @@ def child(config: dict[str, Any]) -> None:
         return
     warm_process()
     call, _where = (_land_ours if ours else _land_commonai)(config)
-    modules_before = set(sys.modules)
     with common.PeakRSS() as rss, common.cpu_and_wall() as usage:
-        manifest = common.measured_call(call, f"landing-{config['contender']}-{config['count']}")
-    first_imported = sorted(set(sys.modules) - modules_before)
+        manifest, first_imported = common.measured_call(
+            call, f"landing-{config['contender']}-{config['count']}"
+        )
     rows, path = _landed_rows(manifest)
     common.write_result(
         config,

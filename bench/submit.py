@@ -254,11 +254,9 @@ def child(config: dict[str, Any]) -> None:
     before_input = common.rss_mb()
     call, keep = (_ours if config["contender"].startswith("ours-") else _commonai)(config)
     input_mb = common.rss_mb() - before_input
-    modules_before = set(sys.modules)
     with common.PeakRSS() as rss, common.cpu_and_wall() as usage:
-        batch_ids = common.measured_call(call, f"submit-{config['contender']}")
+        batch_ids, first_imported = common.measured_call(call, f"submit-{config['contender']}")
     del keep
-    first_imported = sorted(set(sys.modules) - modules_before)
     common.write_result(
         config,
         {
