@@ -16,6 +16,7 @@ from airflow_provider_tokentier.core.result_rows import (
     PROVIDERS,
     RESULT_STATUSES,
     TIERS,
+    LandedRow,
     OutcomeCounts,
     ResultRow,
     dumps_line,
@@ -262,3 +263,9 @@ def test_msgspec_and_stdlib_encode_identically(obj):
 def test_loads_line_rejects_non_objects(data):
     with pytest.raises(ValueError, match=r"expected a JSON object|truncated"):
         loads_line(data)
+
+
+def test_a_landed_row_has_the_result_row_contract_keys_in_order() -> None:
+    # Harvest encodes LandedRow structs straight into results.jsonl; the documented contract is
+    # ResultRow. The two are declared apart (a struct to encode, a TypedDict to type dicts).
+    assert LandedRow.__struct_fields__ == tuple(ResultRow.__annotations__)
